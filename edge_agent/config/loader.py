@@ -1,0 +1,162 @@
+"""Reading the configuration: TOML file, credentials, environment; errors mapped to keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from edge_agent.config.settings import ENV_PREFIX, Settings
+from edge_agent.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/edge-agent.toml")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"config: file not found ({path})"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"config: is a directory, not a file ({path})"]) from None
+    except PermissionError:
+        raise ConfigError([f"config: permission denied, cannot read ({path})"]) from None
+    except OSError as exc:
+        raise ConfigError([f"config: cannot read: {exc.strerror} ({path})"]) from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"config: not UTF-8 text at byte {exc.start} ({path})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config: invalid TOML: {exc} ({path})"]) from None
+
+
+def _leaf_is_secret(model: type[BaseModel], keys: list[str]) -> bool:
+    for i, key in enumerate(keys):
+        field = model.model_fields.get(key)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if i == len(keys) - 1:
+            return annotation is SecretStr or (
+                SecretStr in getattr(annotation, "__args__", ())
+            )
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return False
+    return False
+
+
+def read_credentials(directory: Path | None) -> dict[str, Any]:
+    """Secrets from systemd's `$CREDENTIALS_DIRECTORY`: a file named `mqtt.password` sets
+    `mqtt.password`. Only secret fields are taken; other files (certificates) are ignored."""
+    if directory is None or not directory.is_dir():
+        return {}
+    data: dict[str, Any] = {}
+    for entry in sorted(directory.iterdir()):
+        keys = entry.name.replace("__", ".").split(".")
+        if not entry.is_file() or not _leaf_is_secret(Settings, keys):
+            continue
+        try:
+            value = entry.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{'.'.join(keys)}: cannot read credential: {exc} ({entry})"]) from None
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return data
+
+
+def _deep_merge(low: dict[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(low)
+    for key, value in high.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _dotted(loc: tuple[int | str, ...], data: Any) -> str:
+    """`('sensors', 0, 'modbus', 'port')` → `sensors[0].port` (dropping the union tag)."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        out += f".{part}" if out else part
+        node = node.get(part) if isinstance(node, dict) else None
+    return out or "config"
+
+
+def _source_of(key: str, file_data: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> str:
+    top = key.split("[")[0].split(".")[0]
+    env_names = [n for n in env if n.upper().startswith(f"{ENV_PREFIX}{top.upper()}")]
+    if env_names:
+        return f"environment {env_names[0]}"
+    if path is not None and top in file_data:
+        return str(path)
+    if path is None:
+        return "embedded default"
+    return f"{path}, or its default"
+
+
+def _describe(error: Any) -> str:
+    msg = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    if error["type"] == "union_tag_invalid":
+        return msg.replace("Input tag", "kind").replace("found using 'kind' does not match any of the expected tags", "is not a known kind; expected one of")
+    if error["type"] == "union_tag_not_found":
+        return "'kind' is missing"
+    return msg
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load and validate. `path=None` uses the default file if present, else the embedded
+    default. Raises `ConfigError` listing every problem as `dotted.key: what (source)`."""
+    env = os.environ if env is None else env
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    file_data = read_toml(path) if path is not None else {}
+    credentials_dir = env.get("CREDENTIALS_DIRECTORY")
+    credentials = read_credentials(Path(credentials_dir) if credentials_dir else None)
+    data = _deep_merge(credentials, file_data)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = _dotted(tuple(error["loc"]), data)
+            problems.append(f"{key}: {_describe(error)} ({_source_of(key, file_data, path, env)})")
+        raise ConfigError(problems) from None
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The configuration as JSON-ready data, secrets masked as `**********`."""
+    return settings.model_dump(mode="json")
+
+
+def config_hash(settings: Settings) -> str:
+    """A short stable fingerprint of the effective configuration (secrets included, hashed)."""
+    full = settings.model_dump(mode="json", context={"reveal": True})
+    body = json.dumps(full, sort_keys=True, default=str).encode()
+    return hashlib.sha256(body).hexdigest()[:16]

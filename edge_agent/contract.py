@@ -1,0 +1,216 @@
+"""The wire contract between a node and the provincial IOC (shared with the receiver).
+
+Version 1. Topics are `{prefix}/{district}/{node}/{status|data/{stream}|cmd/{verb}|reply/{verb}}`;
+every event travels in an `Envelope`. `docs/contract.md` documents the same thing for people.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+CONTRACT_VERSION = 1
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class Kind(enum.StrEnum):
+    READING = "reading"
+    DETECTION = "detection"
+    COUNT = "count"
+    CAMERA = "camera"
+    HEALTH = "health"
+    GAP = "gap"
+    ALERT = "alert"
+
+
+class Priority(enum.IntEnum):
+    """Lower value = more important; eviction drops the highest value first."""
+
+    ALERT = 0
+    EVENT = 1
+    READING = 2
+    HEALTH = 3
+
+
+PRIORITY_OF_KIND: dict[Kind, Priority] = {
+    Kind.ALERT: Priority.ALERT,
+    Kind.GAP: Priority.ALERT,
+    Kind.CAMERA: Priority.EVENT,
+    Kind.DETECTION: Priority.EVENT,
+    Kind.COUNT: Priority.EVENT,
+    Kind.READING: Priority.READING,
+    Kind.HEALTH: Priority.HEALTH,
+}
+
+
+class ContractError(ValueError):
+    """A payload does not follow the contract."""
+
+
+def valid_segment(value: str) -> bool:
+    """True when `value` may be one MQTT topic level (no wildcards, separators or spaces)."""
+    return bool(_SEGMENT.match(value))
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one node."""
+
+    prefix: str
+    district: str
+    node: str
+
+    def __post_init__(self) -> None:
+        for name in ("district", "node"):
+            if not valid_segment(getattr(self, name)):
+                raise ContractError(f"{name} {getattr(self, name)!r} is not a valid topic level")
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.district}/{self.node}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    def data(self, stream: str) -> str:
+        return f"{self.base}/data/{stream}"
+
+    @property
+    def batch(self) -> str:
+        return f"{self.base}/data/batch"
+
+    def cmd(self, verb: str) -> str:
+        return f"{self.base}/cmd/{verb}"
+
+    @property
+    def cmd_filter(self) -> str:
+        return f"{self.base}/cmd/+"
+
+    def reply(self, verb: str) -> str:
+        return f"{self.base}/reply/{verb}"
+
+
+def utc_iso(ts: float) -> str:
+    """Observation time as RFC 3339 UTC with milliseconds, e.g. `2026-11-27T18:26:06.123Z`."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_iso(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _reject_nan(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ContractError("payloads carry no NaN or infinity; mark the reading quality 'bad'")
+    if isinstance(obj, dict):
+        for value in obj.values():
+            _reject_nan(value)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            _reject_nan(value)
+    return obj
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, refusing NaN and infinity."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except ValueError as exc:
+        raise ContractError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One event as it travels: `(node, epoch, seq)` is its idempotency key."""
+
+    node: str
+    epoch: str
+    seq: int
+    ts: float
+    kind: str
+    data: dict[str, Any]
+    v: int = CONTRACT_VERSION
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.node, self.epoch, self.seq)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "node": self.node,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "ts": utc_iso(self.ts),
+            "kind": self.kind,
+            "data": self.data,
+        }
+
+    def encode(self) -> bytes:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Envelope:
+        if not isinstance(obj, dict):
+            raise ContractError("an envelope is a JSON object")
+        missing = {"v", "node", "epoch", "seq", "ts", "kind", "data"} - obj.keys()
+        if missing:
+            raise ContractError(f"envelope lacks {', '.join(sorted(missing))}")
+        if obj["v"] != CONTRACT_VERSION:
+            raise ContractError(f"unsupported contract version {obj['v']!r}")
+        if not isinstance(obj["seq"], int) or obj["seq"] < 1:
+            raise ContractError("seq must be a positive integer")
+        if not isinstance(obj["data"], dict):
+            raise ContractError("data must be an object")
+        try:
+            ts = parse_iso(str(obj["ts"]))
+        except ValueError as exc:
+            raise ContractError(f"ts {obj['ts']!r} is not an RFC 3339 time") from exc
+        return cls(
+            node=str(obj["node"]),
+            epoch=str(obj["epoch"]),
+            seq=obj["seq"],
+            ts=ts,
+            kind=str(obj["kind"]),
+            data=_reject_nan(obj["data"]),
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Envelope:
+        try:
+            obj = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ContractError(f"not UTF-8 JSON: {exc}") from exc
+        return cls.from_dict(obj)
+
+
+def reading_data(
+    *,
+    sensor: str,
+    quantity: str,
+    value: float | None,
+    unit: str,
+    quality: str = "ok",
+    raw: float | str | None = None,
+    stats: dict[str, float | int] | None = None,
+) -> dict[str, Any]:
+    """The `data` of a `reading` event; `raw` keeps a rejected value aside as text."""
+    data: dict[str, Any] = {
+        "sensor": sensor,
+        "quantity": quantity,
+        "value": value,
+        "unit": unit,
+        "quality": quality,
+    }
+    if raw is not None:
+        data["raw"] = raw if isinstance(raw, str) else repr(raw)
+    if stats is not None:
+        data["stats"] = stats
+    return data

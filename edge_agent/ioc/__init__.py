@@ -1,0 +1,1 @@
+"""The provincial side: reference receiver and fleet view."""

@@ -1,0 +1,1 @@
+"""Sensor drivers, the async poller and camera capture."""

@@ -1,0 +1,1 @@
+"""The local status page, JSON API, /healthz and /metrics."""
