@@ -38,6 +38,8 @@ class ComponentHealth:
     detail: str = ""
     last_error: str = ""
     last_progress: float | None = None
+    last_beat: float | None = None
+    beat_period_s: float | None = None
     counters: dict[str, float] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -60,6 +62,23 @@ class ComponentHealth:
             self.last_progress = time.monotonic()
             if counter is not None:
                 self.counters[counter] = self.counters.get(counter, 0) + amount
+
+    def beat(self, period_s: float) -> None:
+        """Record that the component's loop turned; it promises to turn again within `period_s`.
+
+        The watchdog is fed only while every beating component keeps that promise, so a
+        wedged loop (a hung thread, a blocked event loop) gets the agent restarted while a
+        sensor that is merely unplugged does not.
+        """
+        with self._lock:
+            self.last_beat = time.monotonic()
+            self.beat_period_s = period_s
+
+    def overdue(self, now: float, grace_s: float) -> bool:
+        with self._lock:
+            if self.beat_period_s is None or self.last_beat is None:
+                return False
+            return now - self.last_beat > 3 * self.beat_period_s + grace_s
 
     def count(self, counter: str, amount: float = 1) -> None:
         with self._lock:
@@ -113,18 +132,10 @@ class HealthRegistry:
             return State.DEGRADED
         return State.OK
 
-    def progressing(self, max_age_s: float, *, kinds: tuple[str, ...] = ("sensor",)) -> bool:
-        """True when some watched component moved data within `max_age_s`.
-
-        The systemd watchdog is fed only while this holds, so a wedged agent gets restarted.
-        """
+    def progressing(self, *, grace_s: float = 10.0) -> bool:
+        """True while no component's loop is overdue; the systemd watchdog is fed only then."""
         now = time.monotonic()
-        watched = [c for c in self if c.kind in kinds]
-        if not watched:
-            return True
-        return any(
-            c.last_progress is not None and now - c.last_progress <= max_age_s for c in watched
-        )
+        return not any(c.overdue(now, grace_s) for c in self if c.state is not State.STOPPED)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [c.snapshot() for c in self]

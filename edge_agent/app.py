@@ -1,0 +1,183 @@
+"""The composition root: builds every component, enters them in dependency order, runs them
+in one TaskGroup, and closes them in reverse order on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+from edge_agent import __version__
+from edge_agent.config import Settings, config_hash
+from edge_agent.contract import Kind
+from edge_agent.errors import EdgeAgentError
+from edge_agent.health import HealthRegistry, State, host_snapshot
+from edge_agent.notify import Notifier
+from edge_agent.outbox import Outbox
+from edge_agent.sensors.base import Poller
+from edge_agent.sensors.registry import build_driver
+from edge_agent.web.server import StatusServer
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class Component(Protocol):
+    name: str
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class Runnable(Protocol):
+    async def run(self) -> None: ...
+
+
+class _StopRequested(Exception):
+    pass
+
+
+class Agent:
+    """One agent: its components in dependency order, and the health registry they report to."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = HealthRegistry()
+        self.notifier = Notifier()
+        self.config_hash = config_hash(settings)
+        state_dir = settings.paths.state_dir
+        self.outbox = Outbox(
+            state_dir / "outbox.sqlite3",
+            node=settings.node.id,
+            config=settings.outbox,
+            health=self.registry.register("outbox", kind="outbox"),
+        )
+        self.components: list[Any] = [self.outbox]
+        for sensor in settings.sensors:
+            if not sensor.enabled:
+                continue
+            driver = build_driver(sensor, state_dir=state_dir)
+            self.components.append(
+                Poller(
+                    sensor,
+                    driver,
+                    sink=self._to_outbox,
+                    health=self.registry.register(f"sensor:{sensor.name}", kind="sensor"),
+                )
+            )
+        if settings.web.enabled:
+            self.web = StatusServer(
+                settings.web, status=self.status, health=self.registry.register("web", kind="web")
+            )
+            self.components.append(self.web)
+
+    async def _to_outbox(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
+        await self.outbox.put(kind, data, stream=stream, ts=ts)
+
+    def status(self) -> dict[str, Any]:
+        """The facts the status page, `/api/status` and the `status` command show."""
+        outbox_health = self.registry.get("outbox")
+        return {
+            "node": {
+                "id": self.settings.node.id,
+                "district": self.settings.node.district,
+                "province": self.settings.node.province,
+            },
+            "version": __version__,
+            "config_hash": self.config_hash,
+            "state": self.registry.overall().value,
+            "time": time.time(),
+            "started_at": self.registry.started_at,
+            "components": self.registry.snapshot(),
+            "outbox": outbox_health.snapshot()["facts"] if outbox_health else {},
+            "host": host_snapshot(self.settings.paths.state_dir),
+        }
+
+
+@contextlib.asynccontextmanager
+async def _entered(component: Any) -> AsyncIterator[None]:
+    name = getattr(component, "name", type(component).__name__)
+    async with component:
+        log.info("started %s", name)
+        try:
+            yield
+        finally:
+            log.info("closing %s", name)
+    log.info("closed %s", name)
+
+
+async def _watchdog(agent: Agent, interval_s: float) -> None:
+    while True:
+        if agent.registry.progressing():
+            agent.notifier.watchdog()
+        else:
+            stalled = [c.name for c in agent.registry if c.overdue(time.monotonic(), 10.0)]
+            log.error("watchdog withheld: no progress from %s", ", ".join(stalled))
+        await asyncio.sleep(interval_s)
+
+
+async def run_agent(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until a component fails for good (exit 1)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    agent = Agent(settings)
+    stack = contextlib.AsyncExitStack()
+    exit_code = 0
+    try:
+        for component in agent.components:
+            await stack.enter_async_context(_entered(component))
+            if stop.is_set():
+                raise _StopRequested
+        agent.notifier.ready(f"running {len(agent.components)} components")
+        log.info("edge-agent %s running as node %s", __version__, settings.node.id)
+
+        async def stopper() -> None:
+            await stop.wait()
+            log.info("stop requested, shutting down")
+            raise _StopRequested
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(stopper(), name="stopper")
+            if agent.notifier.watchdog_interval_s:
+                tg.create_task(_watchdog(agent, agent.notifier.watchdog_interval_s))
+            for component in agent.components:
+                if isinstance(component, Runnable):
+                    tg.create_task(component.run(), name=getattr(component, "name", "component"))
+    except* _StopRequested:
+        pass
+    except* Exception as group:
+        for exc in group.exceptions:
+            if isinstance(exc, EdgeAgentError):
+                log.error("fatal: %s", exc)
+            else:
+                log.error("fatal: %s", exc, exc_info=exc)
+        exit_code = 1
+    finally:
+        agent.notifier.stopping()
+        try:
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await stack.aclose()
+        except TimeoutError:
+            log.error("shutdown took longer than %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S)
+            exit_code = exit_code or 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    for health in agent.registry:
+        health.set_state(State.STOPPED)
+    log.info("stopped")
+    return exit_code
