@@ -44,7 +44,9 @@ def _leaf_is_secret(model: type[BaseModel], keys: list[str]) -> bool:
             return False
         annotation = field.annotation
         if i == len(keys) - 1:
-            return annotation is SecretStr or (SecretStr in getattr(annotation, "__args__", ()))
+            return annotation is SecretStr or (
+                SecretStr in getattr(annotation, "__args__", ())
+            )
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
         else:
@@ -65,9 +67,7 @@ def read_credentials(directory: Path | None) -> dict[str, Any]:
         try:
             value = entry.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                [f"{'.'.join(keys)}: cannot read credential: {exc} ({entry})"]
-            ) from None
+            raise ConfigError([f"{'.'.join(keys)}: cannot read credential: {exc} ({entry})"]) from None
         node = data
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -101,9 +101,7 @@ def _dotted(loc: tuple[int | str, ...], data: Any) -> str:
     return out or "config"
 
 
-def _source_of(
-    key: str, file_data: dict[str, Any], path: Path | None, env: Mapping[str, str]
-) -> str:
+def _source_of(key: str, file_data: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> str:
     top = key.split("[")[0].split(".")[0]
     env_names = [n for n in env if n.upper().startswith(f"{ENV_PREFIX}{top.upper()}")]
     if env_names:
@@ -122,10 +120,7 @@ def _describe(error: Any) -> str:
     if error["type"] == "missing":
         return "required key is missing"
     if error["type"] == "union_tag_invalid":
-        return msg.replace("Input tag", "kind").replace(
-            "found using 'kind' does not match any of the expected tags",
-            "is not a known kind; expected one of",
-        )
+        return msg.replace("Input tag", "kind").replace("found using 'kind' does not match any of the expected tags", "is not a known kind; expected one of")
     if error["type"] == "union_tag_not_found":
         return "'kind' is missing"
     return msg

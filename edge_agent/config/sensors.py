@@ -11,7 +11,9 @@ from edge_agent.config.base import Section
 
 class SensorBase(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Unique sensor name (topic-safe).")
-    interval_s: float = Field(default=10.0, gt=0, le=86_400, description="Seconds between reads.")
+    interval_s: float = Field(
+        default=10.0, gt=0, le=86_400, description="Seconds between reads."
+    )
     timeout_s: float = Field(
         default=5.0, gt=0, le=600, description="A read taking longer than this counts as failed."
     )
