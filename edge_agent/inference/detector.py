@@ -148,11 +148,11 @@ class Detector:
         import onnxruntime as ort
 
         self.model_path = Path(model)
+        if not self.model_path.is_file():
+            raise InferenceError(f"detector model not found: {self.model_path}; {BUILD_HINT}")
         self.labels = read_class_names(classes) if isinstance(classes, Path) else list(classes)
         if not self.labels:
             raise InferenceError("the class list is empty")
-        if not self.model_path.is_file():
-            raise InferenceError(f"detector model not found: {self.model_path}; {BUILD_HINT}")
         self.threshold = threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
