@@ -133,7 +133,7 @@ def test_missing_class_list_names_file(tmp_path: Path, model_dir: Path) -> None:
 
 
 def test_from_config_with_empty_model_dir(tmp_path: Path) -> None:
-    with pytest.raises(InferenceError, match="nanodet.int8.onnx"):
+    with pytest.raises(InferenceError, match=r"nanodet\.int8\.onnx"):
         Detector.from_config(DetectorConfig(variant="int8"), model_dir=tmp_path)
 
 
