@@ -13,8 +13,8 @@ from .conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 
-import build_model  # noqa: E402
-import fetch_media  # noqa: E402
+import build_model
+import fetch_media
 
 
 def test_second_build_does_nothing(model_dir: Path) -> None:
