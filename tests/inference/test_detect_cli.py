@@ -115,3 +115,28 @@ def test_bad_arguments(model_dir: Path, media_dir: Path) -> None:
         run_detect([media_dir / "astronaut.png"], model_dir=model_dir, every=0)
     with pytest.raises(ValueError, match="threshold"):
         run_detect([media_dir / "astronaut.png"], model_dir=model_dir, threshold=1.5)
+
+
+def test_argument_parser(model_dir: Path, media_dir: Path) -> None:
+    import argparse
+
+    from edge_agent.inference.detect_cli import add_detect_arguments
+
+    parser = argparse.ArgumentParser(prog="edge-agent detect", exit_on_error=False)
+    add_detect_arguments(parser)
+    args = parser.parse_args(["--threshold", "0.5", "--every", "3", "a.png", "b.avi"])
+    assert args.files == [Path("a.png"), Path("b.avi")]
+    assert (args.threshold, args.every, args.model, args.decoder) == (0.5, 3, None, None)
+    for bad in (["--threshold", "2", "a.png"], ["--every", "0", "a.png"]):
+        with pytest.raises(argparse.ArgumentError):
+            parser.parse_args(bad)
+    out = io.StringIO()
+    status = run_detect(
+        [media_dir / "astronaut.png"],
+        model_dir=model_dir,
+        threshold=args.threshold,
+        every=args.every,
+        out=out,
+    )
+    assert status == 0
+    assert _lines(out)[0]["label"] == "person"
