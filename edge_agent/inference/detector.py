@@ -201,8 +201,8 @@ class Detector:
 
     @classmethod
     def from_config(cls, config: DetectorConfig, *, model_dir: Path) -> Detector:
-        """Build from the `[detector]` section; relative paths resolve against `model_dir`
-        only for the shipped defaults (an explicit path is used as written)."""
+        """Build from the `[detector]` section. An empty `model`/`classes` means the shipped
+        file in `model_dir` (`paths.model_dir`); a path that is set is used as written."""
         model = config.model or model_dir / SHIPPED_MODEL[config.variant]
         classes = config.classes or model_dir / SHIPPED_CLASSES
         return cls(
