@@ -63,6 +63,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_agent(settings))
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    from edge_agent.config import load_settings
+    from edge_agent.inference.detect_cli import run_detect
+
+    settings = load_settings(args.config)
+    return run_detect(
+        args.files,
+        config=settings.detector,
+        model_dir=settings.paths.model_dir,
+        model=args.model,
+        classes=args.classes,
+        threshold=args.threshold,
+        decoder=args.decoder,
+        every=args.every,
+    )
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"edge-agent {__version__}")
     return EXIT_OK
@@ -105,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_arg(check)
     check.set_defaults(handler=cmd_check_config)
+
+    detect = sub.add_parser(
+        "detect",
+        help="run the detector on images or videos",
+        description="Run the configured detector on images or videos and print one JSON object"
+        " per line per detection: file, frame, label, score, box [x1, y1, x2, y2] in pixels of"
+        " the original image. Use it to check a camera's view or a province's own model.",
+    )
+    _config_arg(detect)
+    from edge_agent.inference.detect_args import add_detect_arguments
+
+    add_detect_arguments(detect)
+    detect.set_defaults(handler=cmd_detect)
 
     version = sub.add_parser(
         "version", help="print the version", description="Print the edge-agent version."

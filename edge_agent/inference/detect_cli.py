@@ -8,7 +8,6 @@ remaining files are still processed; the exit status is then 1.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,10 @@ import numpy as np
 
 from edge_agent.config.cameras import DetectorConfig
 from edge_agent.errors import InferenceError
+from edge_agent.inference.detect_args import add_detect_arguments
 from edge_agent.inference.detector import Detector
+
+__all__ = ["add_detect_arguments", "frames_of", "run_detect"]
 
 EXIT_OK = 0
 EXIT_SOME_FILES_FAILED = 1
@@ -28,42 +30,6 @@ EXIT_SOME_FILES_FAILED = 1
 
 class UnreadableFile(Exception):
     """One input file could not be decoded; the run goes on with the next."""
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {text}")
-    return value
-
-
-def _stride(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
-    return value
-
-
-def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `detect` subcommand's options, for the CLI to attach to its subparser."""
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or videos")
-    parser.add_argument("--model", type=Path, help="ONNX model (default: the shipped NanoDet)")
-    parser.add_argument("--classes", type=Path, help="class list, one name per line")
-    parser.add_argument(
-        "--threshold", type=_fraction, metavar="T", help="lowest score reported (0..1)"
-    )
-    parser.add_argument(
-        "--decoder", choices=["auto", "nanodet", "yolov8"], help="model output format"
-    )
-    parser.add_argument(
-        "--every", type=_stride, default=1, metavar="N", help="analyse every Nth video frame"
-    )
 
 
 def frames_of(path: Path, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:

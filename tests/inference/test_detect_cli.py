@@ -140,3 +140,35 @@ def test_argument_parser(model_dir: Path, media_dir: Path) -> None:
     )
     assert status == 0
     assert _lines(out)[0]["label"] == "person"
+
+
+def test_edge_agent_detect_command(tmp_path: Path, media_dir: Path, model_dir: Path) -> None:
+    """The real command line, as a technician runs it."""
+    import subprocess
+
+    from tests.conftest import agent_command, agent_env
+
+    result = subprocess.run(
+        agent_command(
+            "detect",
+            str(media_dir / "astronaut.png"),
+            str(tmp_path / "absent.png"),
+            "--model",
+            str(model_dir / "nanodet.onnx"),
+            "--classes",
+            str(model_dir / "coco.names"),
+            "--threshold",
+            "0.5",
+        ),
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1  # one file was unreadable, the other still processed
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["label"] for d in lines] == ["person"]
+    assert lines[0]["file"].endswith("astronaut.png")
+    assert len(lines[0]["box"]) == 4
+    assert "absent.png" in result.stderr
