@@ -165,7 +165,10 @@ class Poller:
         if hung is not None:
             # Never queue a read behind a hung one: it would only hang too.
             self.health.count("skipped")
-            raise SensorError(f"previous read still hung after {hung:.0f} s")
+            raise SensorError(
+                f"no answer within {self.config.timeout_s:g} s; read still hung after"
+                f" {hung:.1f} s, not starting another"
+            )
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
         # races with the read finishing, and the TaskGroup then never stops.
         async with asyncio.timeout(self.config.timeout_s):
