@@ -48,7 +48,9 @@ class Recorder:
 
 async def wait_state(health: ComponentHealth, state: State, timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
-        while health.state is not state:
+        while True:  # the health object has no event to wait on; poll it
+            if health.state is state:
+                return
             await asyncio.sleep(0.01)
 
 

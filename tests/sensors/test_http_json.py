@@ -88,9 +88,7 @@ def test_json_pointer() -> None:
 
 
 @pytest.mark.asyncio
-async def test_values_units_and_bearer_token(
-    station: tuple[Station, str], tmp_path: Path
-) -> None:
+async def test_values_units_and_bearer_token(station: tuple[Station, str], tmp_path: Path) -> None:
     st, url = station
     driver = build_driver(config(url, token=TOKEN), state_dir=tmp_path)
     samples = await asyncio.to_thread(driver.read)
@@ -124,7 +122,9 @@ async def test_timeout_then_recovery(
     st.mode = "hang"
     cfg = config(url, interval_s=0.05, timeout_s=0.3, backoff_max_s=0.1, failing_after=2)
     health = ComponentHealth("sensor:wx")
-    async with running(Poller(cfg, build_driver(cfg, state_dir=tmp_path), sink=recorder, health=health)):
+    async with running(
+        Poller(cfg, build_driver(cfg, state_dir=tmp_path), sink=recorder, health=health)
+    ):
         await wait_state(health, State.FAILING)
         assert "timed out" in health.last_error or "no answer" in health.last_error
         st.mode = "ok"

@@ -48,17 +48,11 @@ REGISTERS = [
     ModbusRegister(quantity="a_int16", unit="1", address=0, type="int16"),
     ModbusRegister(quantity="b_uint16", unit="1", address=1, type="uint16"),
     ModbusRegister(quantity="c_int32", unit="1", address=2, type="int32"),
-    ModbusRegister(
-        quantity="d_uint32", unit="1", address=4, type="uint32", word_order="little"
-    ),
+    ModbusRegister(quantity="d_uint32", unit="1", address=4, type="uint32", word_order="little"),
     ModbusRegister(quantity="temperature", unit="Cel", address=6, type="float32"),
-    ModbusRegister(
-        quantity="pressure", unit="hPa", address=8, type="float32", word_order="little"
-    ),
+    ModbusRegister(quantity="pressure", unit="hPa", address=8, type="float32", word_order="little"),
     ModbusRegister(quantity="e_bytes", unit="1", address=10, byte_order="little"),
-    ModbusRegister(
-        quantity="water_level", unit="m", address=FAR_ADDRESS, scale=0.01, offset=-1.0
-    ),
+    ModbusRegister(quantity="water_level", unit="m", address=FAR_ADDRESS, scale=0.01, offset=-1.0),
     ModbusRegister(quantity="humidity", unit="%", address=0, function="input", scale=0.1),
     ModbusRegister(quantity="pump_on", unit="1", address=3, function="coil", type="bool"),
     ModbusRegister(quantity="door_open", unit="1", address=1, function="discrete", type="bool"),
@@ -107,7 +101,7 @@ def test_register_map_is_read_in_few_requests() -> None:
         ("discrete", 1, 1),
     ]
     wide = plan_requests(REGISTERS, max_gap=FAR_ADDRESS)
-    assert [(b.function, b.start, b.count) for b in wide][0] == ("holding", 0, FAR_ADDRESS + 1)
+    assert (wide[0].function, wide[0].start, wide[0].count) == ("holding", 0, FAR_ADDRESS + 1)
 
 
 class TcpDevice:
@@ -160,7 +154,9 @@ async def test_modbus_tcp_every_type_and_order(tcp_device: TcpDevice, tmp_path: 
 
 
 @pytest.mark.asyncio
-async def test_modbus_tcp_wrong_unit_is_a_failed_read(tcp_device: TcpDevice, tmp_path: Path) -> None:
+async def test_modbus_tcp_wrong_unit_is_a_failed_read(
+    tcp_device: TcpDevice, tmp_path: Path
+) -> None:
     config = tcp_config(tcp_device.port).model_copy(update={"unit_id": UNIT + 1})
     driver = build_driver(config, state_dir=tmp_path)
     try:
