@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from tests.conftest import agent_command, agent_env, free_port
-from tests.test_lifecycle import read_until
+
+
+def read_until_all(process: subprocess.Popen[str], *patterns: str) -> list[str]:
+    """Lines up to the one where every pattern has matched, in any order."""
+    assert process.stdout is not None
+    pending = list(patterns)
+    lines: list[str] = []
+    while pending:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"no line matching {pending}; got:\n{''.join(lines)}")
+        lines.append(line)
+        pending = [p for p in pending if not re.search(p, line)]
+    return lines
+
 
 GOOD = "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"
 
@@ -31,16 +47,23 @@ def test_unplugged_sensor_fails_alone_and_recovers_when_plugged_in(tmp_path: Pat
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # a blocked readline cannot time out: end the agent if the test stalls
+    stall_guard = threading.Timer(60, agent.kill)
+    stall_guard.start()
     try:
-        lines = read_until(agent, r"sensor water-temp: failing .*does not exist")
-        lines += read_until(agent, r"sensor gone: failing .*(refused|connect)")
-        assert any("sensor sim: ok" in line for line in lines)
+        read_until_all(
+            agent,
+            r"sensor sim: ok",
+            r"sensor water-temp: failing .*does not exist",
+            r"sensor gone: failing .*(refused|connect)",
+        )
         w1_slave.parent.mkdir()
         w1_slave.write_text(GOOD)
-        read_until(agent, r"sensor water-temp: ok")
+        read_until_all(agent, r"sensor water-temp: ok")
         agent.send_signal(signal.SIGTERM)
         output, _ = agent.communicate(timeout=15)
     finally:
+        stall_guard.cancel()
         agent.kill()
     assert agent.returncode == 0, output
     assert "closed sensor:water-temp" in output
