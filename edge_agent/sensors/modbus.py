@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,8 +10,6 @@ from typing import Any
 from edge_agent.config.sensors import ModbusRegister, ModbusSensor
 from edge_agent.errors import DependencyMissingError, SensorError
 from edge_agent.sensors.base import Sample
-
-log = logging.getLogger(__name__)
 
 WIDTH = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "bool": 1}
 FORMAT = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import struct
 import time
 from typing import Any
@@ -10,8 +9,6 @@ from typing import Any
 from edge_agent.config.sensors import SerialParticulate
 from edge_agent.errors import DependencyMissingError, SensorError
 from edge_agent.sensors.base import Sample
-
-log = logging.getLogger(__name__)
 
 BUFFER_LIMIT = 4096
 
