@@ -6,12 +6,14 @@ import hashlib
 import json
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from edge_agent.config.sensors import SensorConfig
 from edge_agent.config.settings import ENV_PREFIX, Settings
 from edge_agent.errors import ConfigError
 
@@ -73,6 +75,42 @@ def read_credentials(directory: Path | None) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
     return data
+
+
+def _sensor_secret_fields() -> dict[str, set[str]]:
+    """kind → the SecretStr fields of that sensor model."""
+    models = typing.get_args(typing.get_args(SensorConfig)[0])
+    return {
+        typing.get_args(model.model_fields["kind"].annotation)[0]: {
+            name for name in model.model_fields if _leaf_is_secret(model, [name])
+        }
+        for model in models
+    }
+
+
+def apply_sensor_credentials(directory: Path | None, file_data: dict[str, Any]) -> None:
+    """Secrets of list items: a credential file `sensors.<name>.<field>` (e.g.
+    `sensors.aq-api.token`, from systemd `LoadCredential=`) sets that field of the sensor
+    named `<name>`, unless the config file sets it itself."""
+    if directory is None or not directory.is_dir():
+        return
+    sensors = file_data.get("sensors")
+    if not isinstance(sensors, list):
+        return
+    secret_fields = _sensor_secret_fields()
+    by_name = {s.get("name"): s for s in sensors if isinstance(s, dict)}
+    for entry in sorted(directory.iterdir()):
+        if not entry.name.startswith("sensors.") or not entry.is_file():
+            continue
+        name, _, field = entry.name.removeprefix("sensors.").rpartition(".")
+        sensor = by_name.get(name)
+        if sensor is None or field not in secret_fields.get(str(sensor.get("kind")), set()):
+            continue
+        try:
+            value = entry.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"sensors.{name}.{field}: cannot read credential: {exc}"]) from None
+        sensor.setdefault(field, value)
 
 
 def _deep_merge(low: dict[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,6 +180,7 @@ def load_settings(
     file_data = read_toml(path) if path is not None else {}
     credentials_dir = env.get("CREDENTIALS_DIRECTORY")
     credentials = read_credentials(Path(credentials_dir) if credentials_dir else None)
+    apply_sensor_credentials(Path(credentials_dir) if credentials_dir else None, file_data)
     data = _deep_merge(credentials, file_data)
     try:
         return Settings(**data)

@@ -1,23 +1,28 @@
-"""The driver protocol, the driver registry and the async poller that wraps blocking drivers."""
+"""The driver protocol and the async poller that wraps blocking drivers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import math
+import queue
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from edge_agent.config.sensors import SensorBase
 from edge_agent.contract import Kind, reading_data
 from edge_agent.errors import SensorError
 from edge_agent.health import ComponentHealth, State
+from edge_agent.sensors.quality import Aggregator, Checked, Validator
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,11 @@ class Sample:
 
 
 class Driver(Protocol):
-    """A blocking sensor driver; the poller runs `read` in a thread."""
+    """A blocking sensor driver; the poller runs `read` in the sensor's own thread.
+
+    `read` raises `SensorError` for a failed read (anything else is caught too, as a driver
+    bug). A driver may also offer `facts() -> dict` (e.g. frames rejected) for the status page.
+    """
 
     def read(self) -> list[Sample]: ...
 
@@ -40,7 +49,60 @@ class Driver(Protocol):
 Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
 """Where readings go: `sink(kind, data, stream, ts)`; app.py wires it to the outbox."""
 
-DriverFactory = Callable[[Any], Driver]
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the poller gave up waiting (timeout or shutdown)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class ReadThread:
+    """One daemon thread per sensor, so a hung driver holds only its own thread.
+
+    Not the loop's default executor: it is small and shared, and its threads are joined at
+    interpreter exit, so one wedged serial read would stall shutdown.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._busy_since: float | None = None
+        self._thread.start()
+
+    @property
+    def busy_for(self) -> float | None:
+        """Seconds the current job has been running, or None when idle."""
+        since = self._busy_since
+        return None if since is None else time.monotonic() - since
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._busy_since = time.monotonic()
+        self._jobs.put((fn, future, loop))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future, loop = job
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting task, which decides
+                error = exc
+            finally:
+                self._busy_since = None
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, result, error)
 
 
 class Poller:
@@ -54,9 +116,13 @@ class Poller:
         self.sink = sink
         self.health = health
         self.name = f"sensor:{config.name}"
+        self.validator = Validator(config.ranges, stuck_after_s=config.stuck_after_s)
+        self.aggregator = Aggregator(config.aggregate_s) if config.aggregate_s else None
         self._failures = 0
+        self._thread: ReadThread | None = None
 
     async def __aenter__(self) -> Poller:
+        self._thread = ReadThread(f"read-{self.config.name}")
         return self
 
     async def __aexit__(
@@ -65,49 +131,117 @@ class Poller:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await asyncio.to_thread(self.driver.close)
+        if self.aggregator is not None:
+            await self._emit_aggregates(time.time(), force=True)
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+        # Close in a thread of its own: the read thread may be the one that is hung.
+        closer = ReadThread(f"close-{self.config.name}")
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                await closer.submit(self.driver.close)
+        except TimeoutError:
+            log.warning("sensor %s: close did not finish; leaving it", self.config.name)
+        except Exception as exc:
+            log.warning("sensor %s: close failed: %s", self.config.name, exc)
+        finally:
+            closer.stop()
         self.health.set_state(State.STOPPED)
 
     async def run(self) -> None:
         while True:
             started = time.monotonic()
             delay = await self._poll_once()
+            if self.aggregator is not None:
+                await self._emit_aggregates(time.time())
             self.health.beat(delay + self.config.timeout_s)
             await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
 
+    async def _read(self) -> list[Sample]:
+        if self._thread is None:
+            raise SensorError(f"sensor {self.config.name}: poller not started")
+        hung = self._thread.busy_for
+        if hung is not None:
+            # Never queue a read behind a hung one: it would only hang too.
+            self.health.count("skipped")
+            raise SensorError(
+                f"no answer within {self.config.timeout_s:g} s; read still hung after"
+                f" {hung:.1f} s, not starting another"
+            )
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # races with the read finishing, and the TaskGroup then never stops.
+        async with asyncio.timeout(self.config.timeout_s):
+            return await self._thread.submit(self.driver.read)
+
     async def _poll_once(self) -> float:
         try:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-            # races with the read finishing, and the TaskGroup then never stops.
-            async with asyncio.timeout(self.config.timeout_s):
-                samples = await asyncio.to_thread(self.driver.read)
+            samples = await self._read()
         except TimeoutError:
+            self.health.count("timeouts")
             return self._failed(f"no answer within {self.config.timeout_s:g} s")
         except SensorError as exc:
             return self._failed(str(exc))
+        except Exception as exc:
+            log.debug("sensor %s: driver raised", self.config.name, exc_info=exc)
+            return self._failed(f"driver error: {type(exc).__name__}: {exc}")
+        finally:
+            self._driver_facts()
         ts = time.time()
-        for sample in samples:
-            quality = "ok" if math.isfinite(sample.value) else "bad"
-            data = reading_data(
-                sensor=self.config.name,
-                quantity=sample.quantity,
-                value=sample.value if quality == "ok" else None,
-                unit=sample.unit,
-                quality=quality,
-                raw=None if quality == "ok" else sample.value,
-            )
-            await self.sink(Kind.READING, data, self.config.name, ts)
-        self.health.progress("readings", len(samples))
-        if self.health.set_state(State.OK):
-            log.info("sensor %s: ok", self.config.name)
+        now = time.monotonic()
+        checked = [self.validator.check(s.quantity, s.value, s.unit, now=now) for s in samples]
+        for item in checked:
+            await self._emit(item, ts)
+        usable = [c for c in checked if c.quality != "bad"]
+        problems = [c.reason for c in checked if c.quality != "ok"]
+        for quality in ("bad", "suspect"):
+            n = sum(1 for c in checked if c.quality == quality)
+            if n:
+                self.health.count(quality, n)
+        if not usable:
+            return self._failed("; ".join(problems) or "no values in the answer")
+        self.health.progress("readings", len(usable))
+        self.health.set_facts(last_read=ts)
         self._failures = 0
+        state = State.DEGRADED if problems else State.OK
+        if self.health.set_state(state, "; ".join(problems)):
+            log.info("sensor %s: %s", self.config.name, state.value)
         return self.config.interval_s
+
+    async def _emit(self, item: Checked, ts: float) -> None:
+        if self.aggregator is not None:
+            self.aggregator.add(item, ts)
+            return
+        data = reading_data(
+            sensor=self.config.name,
+            quantity=item.quantity,
+            value=item.value,
+            unit=item.unit,
+            quality=item.quality,
+            raw=item.raw,
+        )
+        await self.sink(Kind.READING, data, self.config.name, ts)
+
+    async def _emit_aggregates(self, now: float, *, force: bool = False) -> None:
+        assert self.aggregator is not None
+        for ts, summary in self.aggregator.take_due(now, force=force):
+            data = reading_data(sensor=self.config.name, **summary)
+            await self.sink(Kind.READING, data, self.config.name, ts)
+
+    def _driver_facts(self) -> None:
+        facts = getattr(self.driver, "facts", None)
+        if callable(facts):
+            self.health.set_facts(**facts())
 
     def _failed(self, reason: str) -> float:
         self._failures += 1
         self.health.count("errors")
-        state = State.DEGRADED if self._failures < 3 else State.FAILING
+        self.health.set_facts(consecutive_failures=self._failures)
+        failing = self._failures >= self.config.failing_after
+        state = State.FAILING if failing else State.DEGRADED
         if self.health.set_state(state, reason, error=reason):
             log.warning("sensor %s: %s (%s)", self.config.name, state.value, reason)
+        else:
+            log.debug("sensor %s: read failed (%s)", self.config.name, reason)
         backoff = min(self.config.backoff_max_s, self.config.interval_s * 2 ** (self._failures - 1))
         return float(backoff * random.uniform(0.8, 1.2))

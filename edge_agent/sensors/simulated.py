@@ -34,7 +34,8 @@ class SimulatedDriver:
         self._random = random.Random(config.seed)
 
     def read(self) -> list[Sample]:
-        if self.config.fault_rate and self._random.random() < self.config.fault_rate:
+        fault = bool(self.config.fault_rate) and self._random.random() < self.config.fault_rate
+        if fault and self._random.random() < 0.5:
             raise SensorError(f"sensor {self.config.name}: simulated fault")
         hour = (time.time() / 3600.0 + 7.0) % 24.0  # local time in Vietnam (UTC+7)
         samples = []
@@ -43,6 +44,9 @@ class SimulatedDriver:
             value = mean + swing * math.cos((hour - peak) / 24.0 * 2 * math.pi)
             value += self._random.gauss(0.0, noise)
             samples.append(Sample(quantity, round(max(value, 0.0), 3), unit))
+        if fault and samples:
+            broken = self._random.randrange(len(samples))
+            samples[broken] = Sample(samples[broken].quantity, math.nan, samples[broken].unit)
         return samples
 
     def close(self) -> None:

@@ -1,8 +1,11 @@
-"""Host health as readings: CPU, load, memory, disk of the state dir, temperature, uptime."""
+"""Host health as readings: CPU, load, memory, disk of the state dir, temperature, uptime,
+network counters."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import psutil
 
 from edge_agent.config.sensors import SystemSensor
 from edge_agent.health import host_snapshot
@@ -26,11 +29,19 @@ class SystemDriver:
 
     def read(self) -> list[Sample]:
         facts = host_snapshot(self.state_dir)
-        return [
+        samples = [
             Sample(quantity, float(facts[key]), unit)
             for key, (quantity, unit) in QUANTITIES.items()
             if key in facts
         ]
+        net = psutil.net_io_counters()
+        if net is not None:  # None on hosts without network interfaces
+            samples += [
+                Sample("net_bytes_sent", float(net.bytes_sent), "By"),
+                Sample("net_bytes_recv", float(net.bytes_recv), "By"),
+                Sample("net_errors", float(net.errin + net.errout), "1"),
+            ]
+        return samples
 
     def close(self) -> None:
         pass
