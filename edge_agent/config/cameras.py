@@ -83,9 +83,9 @@ class LineConfig(Section):
     directions: tuple[str, str] = Field(
         default=("in", "out"),
         description=(
-            "Names of the two crossing directions: the first is right-to-left of the line "
-            "walked from start to end (left side to right side, as seen in the image), "
-            "the second the opposite."
+            "Names of the two crossing directions: the first for a crossing from the left "
+            "to the right of the line walked from its first point to its second (as seen in "
+            "the image), the second for the opposite."
         ),
     )
     classes: list[str] = Field(
