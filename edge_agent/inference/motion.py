@@ -58,7 +58,7 @@ class MotionGate:
         if self._background is None or self._background.shape != grey.shape:
             self._background = grey.astype(np.float32)
             self._keep = mask_image(self.config.masks, small_w, small_h)
-            return 1.0
+            return 0.0  # nothing to compare with yet; decide() looks at a first frame anyway
         diff = cv2.absdiff(grey, cv2.convertScaleAbs(self._background))
         cv2.accumulateWeighted(grey, self._background, self.learning_rate)
         _, moving = cv2.threshold(diff, self.config.threshold, 255, cv2.THRESH_BINARY)

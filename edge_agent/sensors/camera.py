@@ -251,6 +251,7 @@ class Capture:
                 try:
                     capture = open_source(self.config)
                 except CameraError as exc:
+                    self.health.count("open_failures")
                     self._went_offline(str(exc))
                     self._backoff()
                     continue
