@@ -241,6 +241,8 @@ def sanity_check(model: Path, classes: Path, media: Path) -> None:
     detector = Detector(model=model, classes=classes, threshold=0.3)
     for photo, label, floor in SANITY:
         frame = cv2.imread(str(media / photo))
+        if frame is None:
+            raise BuildError(f"cannot read {media / photo}; run scripts/fetch-media")
         found = detector.detect(frame)
         best = found[0] if found else None
         if best is None or best.label != label or best.score < floor:

@@ -101,6 +101,8 @@ def _attr(node: dict[str, Any], key: str, default: Any = None) -> Any:
             return [int(i) for i in items["i"]]
         if "f" in items:
             return [float(f) for f in items["f"]]
+        if "s" in items:
+            return [base64.b64decode(v).decode() for v in items["s"]]
         return []
     if "s" in value:
         return base64.b64decode(value["s"]).decode()
@@ -571,9 +573,8 @@ class _Converter:
     def _apply_fused(
         self, n: dict[str, Any], y: _Tensor, extra: list[Any], fused: list[str]
     ) -> _Tensor:
-        ops = [f if isinstance(f, str) else base64.b64decode(f).decode() for f in fused]
         args = list(extra)
-        for op in ops:
+        for op in fused:
             if op == "BiasAdd":
                 assert y.conv_node is not None
                 y.conv_node.input.append(self.b.const("bias", np.asarray(args.pop(0), np.float32)))
@@ -639,9 +640,8 @@ class _Converter:
             "coordinate_transformation_mode": transform,
         }
         if not linear:
-            attrs["nearest_mode"] = (
-                "round_prefer_ceil" if transform == "tf_half_pixel_for_nn" else "floor"
-            )
+            # TF picks floor((out + 0.5) * in / out) or floor(out * in / out): always floor.
+            attrs["nearest_mode"] = "floor"
         out, _ = self.b.node(
             "Resize", [src.name, "", "", self.b.const("sizes", sizes)], n["name"], **attrs
         )

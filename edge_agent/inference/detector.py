@@ -201,8 +201,8 @@ class Detector:
 
     @classmethod
     def from_config(cls, config: DetectorConfig, *, model_dir: Path) -> Detector:
-        """Build from the `[detector]` section; relative paths resolve against `model_dir`
-        only for the shipped defaults (an explicit path is used as written)."""
+        """Build from the `[detector]` section. An empty `model`/`classes` means the shipped
+        file in `model_dir` (`paths.model_dir`); a path that is set is used as written."""
         model = config.model or model_dir / SHIPPED_MODEL[config.variant]
         classes = config.classes or model_dir / SHIPPED_CLASSES
         return cls(
@@ -256,6 +256,11 @@ class Detector:
         boxes = boxes.copy()
         boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - fit.pad_x) / fit.scale, 0, width)
         boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - fit.pad_y) / fit.scale, 0, height)
+        # A box that lay in the letterbox padding has nothing left inside the frame.
+        visible = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        boxes, scores, class_ids = boxes[visible], scores[visible], class_ids[visible]
+        if scores.size == 0:
+            return []
         # Offsetting each class into its own region makes one NMS pass class-wise.
         offset = class_ids.astype(np.float32)[:, None] * (max(width, height) + 1.0)
         kept = nms(boxes + offset, scores, self.iou_threshold)[: self.max_detections]
