@@ -121,7 +121,12 @@ def open_source(config: CameraConfig) -> Any:
     source = config.source
     open_ms = int(config.open_timeout_s * 1000)
     read_ms = int(config.read_timeout_s * 1000)
-    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
+    # One decoding thread: it costs less CPU in all than FFmpeg's frame threads, and the
+    # other cores belong to the detector.
+    timeouts = [
+        *(cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms),
+        *(cv2.CAP_PROP_N_THREADS, 1),
+    ]
     if source.startswith(("rtsp://", "rtsps://")):
         with _FFMPEG_OPTIONS_LOCK:
             os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{config.rtsp_transport}"
