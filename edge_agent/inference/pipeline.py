@@ -33,6 +33,8 @@ from edge_agent.inference.zones import ZoneAnalytics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+PROBE_PERIOD_S = 5.0
+HUNG_AFTER_S = 30.0
 Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
 DetectFn = Callable[[np.ndarray], list[Detection]]
 
@@ -87,6 +89,9 @@ class FrameAnalyzer:
     def analyse(self, image: np.ndarray, ts: float) -> Analysis:
         self.frames += 1
         result = Analysis()
+        if self.detect is None:
+            # No detector, nothing to count: zero counts would claim an empty street.
+            return result
         decision = self.gate.decide(image, ts)
         result.gate_reason = decision.reason
         if decision.run and self.detect is not None:
@@ -136,7 +141,8 @@ class InferenceService:
             log.error("detector unavailable, cameras run without detection: %s", exc)
             self.health.set_state(State.FAILING, str(exc), error=str(exc))
         else:
-            self.health.set_state(State.OK, f"model {self.detector.model_path.name}")
+            self.health.set_state(State.OK, "running")
+            self.health.set_facts(model=self.detector.model_path.name)
         return self
 
     async def __aexit__(
@@ -148,6 +154,23 @@ class InferenceService:
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         self.health.set_state(State.STOPPED)
+
+    async def run(self) -> None:
+        # A wedged inference thread must stop the watchdog even while the capture threads
+        # (which share the cameras' health) keep beating: prove the thread still turns.
+        while True:
+            try:
+                async with asyncio.timeout(HUNG_AFTER_S):
+                    await self.submit(time.monotonic)
+            except TimeoutError:
+                reason = f"inference thread stuck for over {HUNG_AFTER_S:g} s"
+                if self.health.set_state(State.FAILING, reason, error=reason):
+                    log.error("%s; the watchdog will restart the agent", reason)
+                continue
+            if self.detector is not None and self.health.set_state(State.OK, "running"):
+                log.info("inference thread running again")
+            self.health.beat(PROBE_PERIOD_S + HUNG_AFTER_S)
+            await asyncio.sleep(PROBE_PERIOD_S)
 
     async def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._executor is None:
