@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # OpenCV's FFmpeg backend takes its demuxer options from one process-wide variable.
 _FFMPEG_OPTIONS_LOCK = threading.Lock()
+JOIN_TIMEOUT_S = 3.0
 _DEVICE = re.compile(r"^/dev/video(\d+)$")
 _CREDENTIALS = re.compile(r"(?<=://)[^/@]+@")
 
@@ -202,8 +203,9 @@ class Capture:
         self._stop.set()
         self.frames.close()
         if self._thread is not None:
-            # A read blocked in FFmpeg returns within the read timeout.
-            await asyncio.to_thread(self._thread.join, self.config.read_timeout_s + 2)
+            # A blocked read returns within its timeout; shutdown does not wait that long
+            # (the thread is a daemon and holds nothing that needs closing cleanly).
+            await asyncio.to_thread(self._thread.join, JOIN_TIMEOUT_S)
         await self._flush_events()
         self.health.set_state(State.STOPPED)
 
@@ -268,6 +270,8 @@ class Capture:
                     break
                 self._went_offline(reason)
                 if reason == "end of file":
+                    # Finished, not wedged: a stopped component no longer owes the watchdog.
+                    self.health.set_state(State.STOPPED, "end of file (loop = false)")
                     break
                 self._backoff()
         except Exception as exc:  # never let a thread die silently

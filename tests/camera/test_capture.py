@@ -76,7 +76,9 @@ async def test_file_is_read_whole_then_goes_offline(short_clip: Path) -> None:
     async with capture:
         runner = asyncio.create_task(capture.run())
         frames = await drain(capture, limit=1000, timeout_s=5)
-        await asyncio.to_thread(capture.finished.wait, 10)
+        assert await asyncio.to_thread(capture.finished.wait, 10)
+        # Finished, not wedged: the registry's watchdog check skips stopped components.
+        assert health.state is State.STOPPED
         runner.cancel()
     assert [f.index for f in frames] == list(range(1, 31))
     assert frames[0].image.shape == (576, 768, 3)
