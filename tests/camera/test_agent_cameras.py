@@ -3,12 +3,18 @@ whose model is missing, or whose source is gone, does not take the agent down.""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
+from edge_agent.app import Agent
+from edge_agent.config import Settings
+from edge_agent.errors import CameraError
 from tests.camera.test_rtsp_e2e import outbox_events, wait_until
 from tests.conftest import agent_command, agent_env
 
@@ -82,3 +88,26 @@ def test_missing_model_leaves_cameras_capturing(tmp_path: Path, short_clip: Path
     assert not [
         e for e in outbox_events(tmp_path / "var" / "outbox.sqlite3") if e["kind"] == "detection"
     ]
+
+
+@pytest.mark.asyncio
+async def test_camera_snapshot_for_the_snapshot_command(
+    tmp_path: Path, short_clip: Path, model_dir: Path
+) -> None:
+    settings = Settings(
+        sensors=[],
+        web={"enabled": False},
+        paths={"state_dir": tmp_path / "state", "model_dir": model_dir},
+        cameras=[{"name": "clip", "source": str(short_clip), "loop": True}],
+    )
+    agent = Agent(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        for component in agent.components:
+            await stack.enter_async_context(component)
+        capture = agent.captures["clip"]
+        assert await capture.frames.get(10) is not None
+        jpeg = await agent.camera_snapshot("clip")
+        with pytest.raises(CameraError, match="no camera named 'nope'"):
+            await agent.camera_snapshot("nope")
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (576, 768, 3)
