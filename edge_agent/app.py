@@ -15,11 +15,14 @@ from typing import Any, Protocol, runtime_checkable
 from edge_agent import __version__
 from edge_agent.config import Settings, config_hash
 from edge_agent.contract import Kind
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import CameraError, EdgeAgentError
 from edge_agent.health import HealthRegistry, State, host_snapshot
+from edge_agent.inference.pipeline import CameraPipeline, InferenceService
+from edge_agent.inference.snapshots import SnapshotStore
 from edge_agent.notify import Notifier
 from edge_agent.outbox import Outbox
 from edge_agent.sensors.base import Poller
+from edge_agent.sensors.camera import Capture
 from edge_agent.sensors.registry import build_driver
 from edge_agent.web.server import StatusServer
 
@@ -78,6 +81,36 @@ class Agent:
                     health=self.registry.register(f"sensor:{sensor.name}", kind="sensor"),
                 )
             )
+        self.captures: dict[str, Capture] = {}
+        cameras = [camera for camera in settings.cameras if camera.enabled]
+        if cameras:
+            # One inference thread for all cameras; one capture thread per camera.
+            self.inference = InferenceService(
+                settings.detector,
+                model_dir=settings.paths.model_dir,
+                health=self.registry.register("inference", kind="inference"),
+            )
+            self.components.append(self.inference)
+        for camera in cameras:
+            health = self.registry.register(f"camera:{camera.name}", kind="camera")
+            capture = Capture(camera, sink=self._to_outbox, health=health)
+            self.captures[camera.name] = capture
+            snapshots = SnapshotStore(
+                state_dir / "snapshots" / camera.name,
+                max_count=camera.snapshots_max_count,
+                max_bytes=camera.snapshots_max_bytes,
+            )
+            self.components.append(capture)
+            self.components.append(
+                CameraPipeline(
+                    camera,
+                    frames=capture.frames.get,
+                    service=self.inference,
+                    sink=self._to_outbox,
+                    health=health,
+                    snapshots=snapshots,
+                )
+            )
         if settings.web.enabled:
             self.web = StatusServer(
                 settings.web, status=self.status, health=self.registry.register("web", kind="web")
@@ -86,6 +119,20 @@ class Agent:
 
     async def _to_outbox(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
         await self.outbox.put(kind, data, stream=stream, ts=ts)
+
+    async def camera_snapshot(self, camera: str, *, quality: int = 85) -> bytes:
+        """The newest frame of `camera` as JPEG bytes (for the `snapshot` command).
+
+        Raises `CameraError` when no such camera is configured or it has no frame yet.
+        """
+        capture = self.captures.get(camera)
+        if capture is None:
+            known = ", ".join(sorted(self.captures)) or "none"
+            raise CameraError(f"no camera named {camera!r} (configured: {known})")
+        jpeg = await asyncio.to_thread(capture.latest_jpeg, quality)
+        if jpeg is None:
+            raise CameraError(f"camera {camera}: no frame captured yet")
+        return jpeg
 
     def status(self) -> dict[str, Any]:
         """The facts the status page, `/api/status` and the `status` command show."""

@@ -5,9 +5,100 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import Section
+
+Point = tuple[float, float]
+"""(x, y) in normalised frame coordinates: 0..1 from the left and from the top."""
+
+
+def _check_points(points: list[Point], *, minimum: int) -> list[Point]:
+    if len(points) < minimum:
+        raise ValueError(f"needs at least {minimum} points, got {len(points)}")
+    for x, y in points:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"point ({x}, {y}) lies outside 0..1 (coordinates are normalised)")
+    return points
+
+
+class MotionConfig(Section):
+    enabled: bool = Field(
+        default=True,
+        description="Run the detector only on frames with motion (and on the heartbeat).",
+    )
+    threshold: int = Field(
+        default=25,
+        ge=1,
+        le=255,
+        description="Grey-level change (0..255) a pixel needs to count as moving.",
+    )
+    min_area: float = Field(
+        default=0.002,
+        gt=0.0,
+        le=1.0,
+        description="Smallest moving region, as a share of the frame area, that counts as motion.",
+    )
+    width: int = Field(
+        default=160, ge=32, le=1280, description="Width (pixels) the frame is shrunk to first."
+    )
+    masks: list[list[Point]] = Field(
+        default_factory=list,
+        description="Polygons (normalised points) where motion is ignored, e.g. trees, a clock.",
+    )
+    heartbeat_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="Run the detector at least this often even without motion (seconds).",
+    )
+    hold_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="Keep detecting this long after motion stops, so slow objects keep a track.",
+    )
+
+    @field_validator("masks")
+    @classmethod
+    def _masks_valid(cls, value: list[list[Point]]) -> list[list[Point]]:
+        return [_check_points(mask, minimum=3) for mask in value]
+
+
+class ZoneConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Zone name, unique per camera.")
+    polygon: list[Point] = Field(description="Corners in normalised coordinates (3 or more).")
+    classes: list[str] = Field(
+        default_factory=list,
+        description="Classes counted here (e.g. ['person', 'car']); empty means every class.",
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon_valid(cls, value: list[Point]) -> list[Point]:
+        return _check_points(value, minimum=3)
+
+
+class LineConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Line name, unique per camera.")
+    points: tuple[Point, Point] = Field(description="Start and end in normalised coordinates.")
+    directions: tuple[str, str] = Field(
+        default=("in", "out"),
+        description=(
+            "Names of the two crossing directions: the first for a crossing from the left "
+            "to the right of the line walked from its first point to its second (as seen in "
+            "the image), the second for the opposite."
+        ),
+    )
+    classes: list[str] = Field(
+        default_factory=list, description="Classes counted; empty means every class."
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _points_valid(cls, value: tuple[Point, Point]) -> tuple[Point, Point]:
+        _check_points(list(value), minimum=2)
+        if value[0] == value[1]:
+            raise ValueError("the two points of a line must differ")
+        return value
 
 
 class CameraConfig(Section):
@@ -15,6 +106,53 @@ class CameraConfig(Section):
     source: str = Field(description="rtsp://... URL, /dev/videoN device, or a video file path.")
     fps: float = Field(default=2.0, gt=0, le=60, description="Target analysis rate (frames/s).")
     enabled: bool = Field(default=True, description="Set false to keep the entry but not open it.")
+    loop: bool = Field(
+        default=False, description="Video files only: start again at the end (for demos)."
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        default="tcp", description="RTSP only: 'tcp' (robust on lossy links) or 'udp'."
+    )
+    open_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Give up opening the source after this long."
+    )
+    read_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="A read waiting longer marks the camera offline."
+    )
+    backoff_max_s: float = Field(
+        default=60.0, ge=1, description="Cap of the delay between reconnection attempts."
+    )
+    motion: MotionConfig = Field(
+        default_factory=MotionConfig, description="Motion gate in front of the detector."
+    )
+    zones: list[ZoneConfig] = Field(
+        default_factory=list,
+        description="Zones counted per interval and reported on entry; none means no zone events.",
+    )
+    lines: list[LineConfig] = Field(
+        default_factory=list, description="Lines whose crossings are counted by direction."
+    )
+    count_interval_s: float = Field(
+        default=60.0, ge=1, description="Length of a counting interval (seconds)."
+    )
+    detection_cooldown_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="A track re-entering the same zone within this time is not reported again.",
+    )
+    snapshots_max_count: int = Field(
+        default=200, ge=0, description="Event snapshots kept on disk (0 keeps none)."
+    )
+    snapshots_max_bytes: int = Field(
+        default=50_000_000, ge=0, description="Bytes of event snapshots kept on disk."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CameraConfig:
+        names = [z.name for z in self.zones] + [line.name for line in self.lines]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"zone/line names used twice: {', '.join(duplicates)}")
+        return self
 
 
 class DetectorConfig(Section):

@@ -74,6 +74,17 @@ def _default_sensors() -> list[SensorConfig]:
     ]
 
 
+DEMO_CLIP = Path("media/vtest.avi")
+
+
+def _default_cameras() -> list[CameraConfig]:
+    # The demo plays the sample clip when scripts/fetch-media has put it there; without it
+    # the embedded default simply has no camera.
+    if not DEMO_CLIP.is_file():
+        return []
+    return [CameraConfig(name="demo", source=str(DEMO_CLIP), fps=2.0, loop=True)]
+
+
 class Settings(BaseSettings):
     """The whole configuration, from env, the TOML file, credentials and defaults."""
 
@@ -92,7 +103,10 @@ class Settings(BaseSettings):
     sensors: list[SensorConfig] = Field(
         default_factory=_default_sensors, description="Environmental and host sensors."
     )
-    cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras to analyse.")
+    cameras: list[CameraConfig] = Field(
+        default_factory=_default_cameras,
+        description="Cameras to analyse; default: the demo clip media/vtest.avi if present.",
+    )
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="On-device detection model."
     )
