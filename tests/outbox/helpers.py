@@ -60,3 +60,12 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 60.0) -> 
             if predicate():
                 return
             await asyncio.sleep(0.01)
+
+
+def quarantined_files(directory: Path) -> list[Path]:
+    """The moved-aside databases (without their -wal/-shm companions)."""
+    return [
+        p
+        for p in directory.glob("outbox.sqlite3.corrupt-*")
+        if not p.name.endswith(("-wal", "-shm"))
+    ]
