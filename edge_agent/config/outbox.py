@@ -30,6 +30,15 @@ class OutboxConfig(Section):
             "handled like a full disk: writes wait, the outbox reports degraded and evicts."
         ),
     )
+    disk_reserve_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Ballast file kept beside the database and released when the disk is full, so "
+            "that checkpoint and eviction can still run; rebuilt once space returns (0: none). "
+            "WAL checkpoints run every half reserve of pages so that releasing it is enough."
+        ),
+    )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
         description=(

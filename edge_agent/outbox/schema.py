@@ -75,7 +75,9 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     return applied
 
 
-def connect(path: Path, *, synchronous: str, max_file_bytes: int | None) -> sqlite3.Connection:
+def connect(
+    path: Path, *, synchronous: str, max_file_bytes: int | None, reserve_bytes: int = 0
+) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
@@ -83,9 +85,15 @@ def connect(path: Path, *, synchronous: str, max_file_bytes: int | None) -> sqli
         if str(mode).lower() != "wal":
             raise sqlite3.DatabaseError(f"cannot switch to WAL (journal_mode is {mode})")
         conn.execute(f"PRAGMA synchronous={synchronous}")
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         if max_file_bytes is not None:
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count={max(16, max_file_bytes // page_size)}")
+        if reserve_bytes:
+            # New pages waiting in the WAL need that much room in the main file to be
+            # checkpointed; keeping them under half the reserve means releasing the reserve
+            # always lets a checkpoint finish on a full disk.
+            pages = max(16, min(1000, reserve_bytes // page_size // 2))
+            conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
     except BaseException:
         conn.close()
         raise
@@ -160,7 +168,7 @@ def quarantine(path: Path, reason: str) -> Quarantined:
 
 
 def open_database(
-    path: Path, *, synchronous: str, max_file_bytes: int | None
+    path: Path, *, synchronous: str, max_file_bytes: int | None, reserve_bytes: int = 0
 ) -> tuple[sqlite3.Connection, Quarantined | None]:
     """Open (creating or migrating) the outbox; a file that fails its check is quarantined."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +176,12 @@ def open_database(
     for attempt in range(2):
         conn: sqlite3.Connection | None = None
         try:
-            conn = connect(path, synchronous=synchronous, max_file_bytes=max_file_bytes)
+            conn = connect(
+                path,
+                synchronous=synchronous,
+                max_file_bytes=max_file_bytes,
+                reserve_bytes=reserve_bytes,
+            )
             problem = check(conn)
             if problem is None:
                 migrate(conn)

@@ -81,6 +81,7 @@ class Outbox:
             result = await writer.call(self.store.open)
             if isinstance(result, BaseException):
                 raise result
+            await writer.call(writer.reserve.maybe_restore)
         except BaseException:
             await self._stop()
             raise

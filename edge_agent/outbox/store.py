@@ -95,6 +95,8 @@ class Store:
         self._totals = dict.fromkeys(COUNTERS, 0)
         self._oldest: float | None = None
         self._transactions = 0
+        self._max_pages = 0
+        self.growth_limited = False
         # Claim state: seqs handed out and not yet acked or released, and per priority the
         # seq below which every row is claimed or gone (so a claim never rescans them).
         self._claim_lock = threading.Lock()
@@ -110,10 +112,12 @@ class Store:
                 self.path,
                 synchronous=self.config.synchronous,
                 max_file_bytes=self.config.max_file_bytes,
+                reserve_bytes=self.config.disk_reserve_bytes,
             )
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
         self._conn = conn
+        self._max_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
         self.epoch = str(conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
         self._load()
         if self.quarantined is not None:
@@ -383,7 +387,7 @@ class Store:
         try:
             with atomic(self.db) as db:
                 gaps: list[Gap] = []
-                for priority in reversed(PRIORITIES[1:]):
+                for priority in reversed(PRIORITIES):
                     gap = self._drop_oldest(
                         db,
                         priority,
@@ -404,6 +408,17 @@ class Store:
 
     def checkpoint(self) -> None:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def limit_growth(self) -> None:
+        """Forbid the main file to grow: with no new pages in the WAL, a checkpoint never
+        needs disk space, so the WAL can always be emptied and rows evicted to make room."""
+        pages = int(self.db.execute("PRAGMA page_count").fetchone()[0])
+        self.db.execute(f"PRAGMA max_page_count={pages}")
+        self.growth_limited = True
+
+    def restore_growth(self) -> None:
+        self.db.execute(f"PRAGMA max_page_count={self._max_pages}")
+        self.growth_limited = False
 
     # -- draining ------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import shutil
 import sqlite3
 import threading
 import time
@@ -20,12 +21,15 @@ from typing import Any
 
 from edge_agent.errors import StorageError
 from edge_agent.health import ComponentHealth, State
+from edge_agent.outbox.reserve import DiskReserve
 from edge_agent.outbox.schema import SQLITE_FULL, error_code, is_corrupt
 from edge_agent.outbox.store import NewEvent, Store
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 2.0
+EVICT_MIN_ROWS = 64
+ROOM_MARGIN_BYTES = 1024 * 1024
 HEARTBEAT_S = 1.0
 
 
@@ -76,6 +80,9 @@ class Writer:
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._next_expire = 0.0
+        self.reserve = DiskReserve(
+            store.path.with_name(store.path.name + ".reserve"), store.config.disk_reserve_bytes
+        )
         self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
 
     def start(self) -> None:
@@ -184,7 +191,12 @@ class Writer:
                 log.exception("outbox write failed")
                 self._settle([(j.future, exc) for j in batch])
                 return
-        self._recovered()
+        self._room_returned()
+        if self.store.growth_limited:
+            self._degrade(None)
+        else:
+            self._recovered()
+            self.reserve.maybe_restore()
         settled: list[tuple[asyncio.Future[Any], Any]] = []
         at = 0
         for job in batch:
@@ -196,18 +208,43 @@ class Writer:
         self._settle(settled, committed=bool(events))
 
     def _make_room(self, rows: int) -> None:
-        """On a full disk: shrink the WAL, then drop the oldest low-priority rows for room."""
+        """On a full disk: free the ballast, stop the file growing, empty the WAL, and drop
+        the oldest low-priority rows so that their pages take the new ones."""
+        if self._room_returned():
+            return
+        if self.reserve.release():
+            log.warning("outbox: released the %d-byte disk reserve", self.reserve.size)
         try:
             self.store.checkpoint()
+            if not self.store.growth_limited:
+                self.store.limit_growth()
         except sqlite3.Error as exc:
-            log.debug("checkpoint on a full disk failed: %s", exc)
+            log.debug("outbox checkpoint on a full disk failed: %s", exc)
         try:
-            dropped = self.store.evict_for_space(max(rows, 64))
+            dropped = self.store.evict_for_space(max(rows, EVICT_MIN_ROWS))
+            self.store.checkpoint()
         except sqlite3.Error as exc:
             log.debug("eviction on a full disk failed: %s", exc)
             return
         if dropped:
             log.warning("outbox: dropped %d old low-priority rows to make room", dropped)
+
+    def _room_returned(self) -> bool:
+        """While growth is limited, lift the limit once the disk has room again."""
+        if not self.store.growth_limited:
+            return False
+        try:
+            free = shutil.disk_usage(self.store.path.parent).free
+        except OSError:
+            return False
+        if free < 2 * self.reserve.size + ROOM_MARGIN_BYTES:
+            return False
+        try:
+            self.store.restore_growth()
+        except sqlite3.Error:
+            return False
+        log.info("outbox: the disk has room again (%d bytes free)", free)
+        return True
 
     def _maybe_expire(self) -> None:
         now = time.monotonic()
@@ -232,12 +269,18 @@ class Writer:
             log.error("outbox database is corrupt while running: %s", exc)
             self.health.set_state(State.FAILING, "database corrupt", error=self.last_error)
 
-    def _degrade(self, exc: sqlite3.Error) -> None:
-        reason = "disk full" if error_code(exc) == SQLITE_FULL else f"write failing: {exc}"
+    def _degrade(self, exc: sqlite3.Error | None) -> None:
+        if exc is None:
+            reason = "disk full: the oldest low-priority rows make room for new ones"
+        elif error_code(exc) == SQLITE_FULL:
+            reason = "disk full"
+        else:
+            reason = f"write failing: {exc}"
         if self.degraded is None:
             log.warning("outbox %s; producers wait, retrying", reason)
         self.degraded = reason
-        self.health.count("write_errors")
+        if exc is not None:
+            self.health.count("write_errors")
         self.health.set_state(State.DEGRADED, reason, error=self.last_error)
 
     def _recovered(self) -> None:
