@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from edge_agent.config.outbox import OutboxConfig
-from edge_agent.contract import PRIORITY_OF_KIND, Kind, Priority
+from edge_agent.contract import PRIORITY_OF_KIND, ContractError, Kind, Priority
 from edge_agent.errors import StorageError
 from edge_agent.health import ComponentHealth, State
 from edge_agent.outbox.store import NewEvent, OutboxRow, Store
@@ -27,11 +27,12 @@ WRITER_STALL_S = 60.0
 EventSpec = tuple[Kind | str, dict[str, Any], str, float | None, Priority | None]
 
 
-def priority_of(kind: Kind | str) -> Priority:
-    try:
-        return PRIORITY_OF_KIND.get(Kind(kind), Priority.EVENT)
-    except ValueError:
-        return Priority.EVENT
+_PRIORITY: dict[str, int] = {str(k): int(p) for k, p in PRIORITY_OF_KIND.items()}
+
+
+def priority_of(kind: Kind | str) -> int:
+    """The class of a kind; kinds the contract does not list travel as events."""
+    return _PRIORITY.get(kind, Priority.EVENT)
 
 
 class Outbox:
@@ -156,36 +157,32 @@ class Outbox:
         ts: float | None = None,
         priority: Priority | None = None,
     ) -> int:
-        """Commit one event; returns its seq once it is durable."""
-        (seq,) = await self.put_many([(kind, data, stream, ts, priority)])
-        return seq
+        """Commit one event; returns its seq once it is durable.
+
+        Raises StorageError for an event the outbox refuses (NaN, not JSON, too large).
+        """
+        event = self._event(kind, data, stream, time.time() if ts is None else ts, priority)
+        result = (await self._submit([event]))[0]
+        if isinstance(result, BaseException):
+            self.health.count("refused")
+            raise result
+        self.health.progress("written")
+        return result
 
     async def put_many(self, events: Iterable[EventSpec]) -> list[int]:
-        """Commit several events in one go; returns their seqs once they are durable.
+        """Commit several `(kind, data, stream, ts, priority)` events; returns their seqs.
 
-        An event the outbox refuses (NaN, too large) raises StorageError after the others
-        were committed.
+        All or nothing for bad input: one refused event raises StorageError before any is
+        queued.
         """
         now = time.time()
         batch = [
-            NewEvent(
-                str(kind),
-                stream,
-                now if ts is None else ts,
-                data,
-                int(priority_of(kind) if priority is None else priority),
-            )
+            self._event(kind, data, stream, now if ts is None else ts, priority)
             for kind, data, stream, ts, priority in events
         ]
         if not batch:
             return []
-        writer = self._require()
-        async with self._slots:
-            future: asyncio.Future[list[int | BaseException]] = (
-                asyncio.get_running_loop().create_future()
-            )
-            writer.submit(PutJob(batch, future))
-            results = await future
+        results = await self._submit(batch)
         seqs = [r for r in results if isinstance(r, int)]
         self.health.progress("written", len(seqs))
         for result in results:
@@ -193,6 +190,37 @@ class Outbox:
                 self.health.count("refused")
                 raise result
         return seqs
+
+    def _event(
+        self,
+        kind: Kind | str,
+        data: dict[str, Any],
+        stream: str,
+        ts: float,
+        priority: Priority | None,
+    ) -> NewEvent:
+        prio = priority_of(kind) if priority is None else int(priority)
+        try:
+            event = NewEvent.encoded(str(kind), stream, ts, data, prio)
+        except (ContractError, TypeError, ValueError) as exc:
+            self.health.count("refused")
+            raise StorageError(f"{kind} event on stream {stream} not stored: {exc}") from exc
+        if event.body is not None and len(event.body) > self.store.max_event_bytes:
+            self.health.count("refused")
+            raise StorageError(
+                f"{kind} event on stream {stream} of {len(event.body)} bytes exceeds the"
+                f" largest allowed ({self.store.max_event_bytes}, a quarter of outbox.max_bytes)"
+            )
+        return event
+
+    async def _submit(self, batch: list[NewEvent]) -> list[int | BaseException]:
+        writer = self._require()
+        async with self._slots:
+            future: asyncio.Future[list[int | BaseException]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            writer.submit(PutJob(batch, future))
+            return await future
 
     async def claim(self, limit: int) -> list[OutboxRow]:
         """The oldest pending rows in (priority, seq) order not already claimed."""

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config.outbox import OutboxConfig
-from edge_agent.contract import ContractError, Envelope, Kind, Priority
+from edge_agent.contract import ContractError, Kind, Priority, dumps
 from edge_agent.errors import StorageError
+from edge_agent.outbox.encode import EnvelopeEncoder, encode_data
 from edge_agent.outbox.schema import SIDE_FILES, Quarantined, atomic, open_database
 
 PRIORITIES = tuple(sorted(int(p) for p in Priority))
@@ -44,13 +45,23 @@ class OutboxRow:
     payload: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewEvent:
+    """An event to store; `body` is `data` already encoded (by the producer's thread)."""
+
     kind: str
     stream: str
     ts: float
     data: dict[str, Any]
     priority: int
+    body: bytes | None = None
+
+    @classmethod
+    def encoded(
+        cls, kind: str, stream: str, ts: float, data: dict[str, Any], priority: int
+    ) -> NewEvent:
+        """Encode `data` now; raises ContractError (NaN, not JSON) before anything queues."""
+        return cls(kind, stream, ts, data, priority, encode_data(data))
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,7 @@ class Store:
         self._oldest: float | None = None
         self._transactions = 0
         self._max_pages = 0
+        self._encoder = EnvelopeEncoder(node, "")
         self.growth_limited = False
         # Claim state: seqs handed out and not yet acked or released, and per priority the
         # seq below which every row is claimed or gone (so a claim never rescans them).
@@ -119,6 +131,7 @@ class Store:
         self._conn = conn
         self._max_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
         self.epoch = str(conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
+        self._encoder = EnvelopeEncoder(self.node, self.epoch)
         self._load()
         if self.quarantined is not None:
             self._report_quarantine(self.quarantined)
@@ -207,8 +220,8 @@ class Store:
         seq = self._next_seq
         for event in events:
             try:
-                payload = Envelope(self.node, self.epoch, seq, event.ts, event.kind, event.data)
-                blob = payload.encode()
+                body = dumps(event.data) if event.body is None else event.body
+                blob = self._encoder.encode(seq, event.ts, event.kind, body)
             except (ContractError, TypeError, ValueError) as exc:
                 results.append(
                     StorageError(f"{event.kind} event on stream {event.stream} not stored: {exc}")
