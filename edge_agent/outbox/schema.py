@@ -7,7 +7,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,18 +54,23 @@ def _initial(conn: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    # Append only; a released name never changes.
     ("0001_initial", _initial),
 ]
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
+Migration = tuple[str, Callable[[sqlite3.Connection], None]]
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = ()) -> list[str]:
     """Run the migrations not yet recorded, each in its own transaction; returns their names."""
+    migrations = migrations or MIGRATIONS
     conn.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     applied = []
-    for name, step in MIGRATIONS:
+    for name, step in migrations:
         if name in done:
             continue
         with atomic(conn):
