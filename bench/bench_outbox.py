@@ -28,6 +28,7 @@ DATA = reading_data(sensor="aq-1", quantity="pm2_5", value=35.2, unit="ug/m3")
 PRODUCERS = 200
 BATCH = 500
 BURSTS = 8
+REPEAT = 3
 
 
 def rss() -> int:
@@ -110,6 +111,17 @@ async def drain(outbox: Outbox, rows: int) -> float:
     return done / (time.perf_counter() - start)
 
 
+async def rates(outbox: Outbox, sample: int) -> dict[str, float]:
+    """Best of `REPEAT` runs of each rate: the machine is shared, the best run is the least
+    disturbed one. Each round drains what it put, so the backlog stays where it was."""
+    best = {"put": 0.0, "put_many": 0.0, "drain": 0.0}
+    for _ in range(REPEAT):
+        best["put"] = max(best["put"], await ingest_put(outbox, sample))
+        best["put_many"] = max(best["put_many"], await ingest_batches(outbox, sample))
+        best["drain"] = max(best["drain"], await drain(outbox, 2 * sample))
+    return best
+
+
 async def grow(outbox: Outbox, rows: int) -> tuple[int, int]:
     """Fill the backlog to `rows`; returns the lowest and highest RSS seen while it grew."""
     events = [(Kind.READING, DATA, "aq", None, None)] * BATCH
@@ -139,11 +151,7 @@ async def measure(directory: Path, rows: int, sample: int) -> None:
         health=ComponentHealth("outbox"),
     )
     async with outbox:
-        empty = {
-            "put": await ingest_put(outbox, sample),
-            "put_many": await ingest_batches(outbox, sample),
-        }
-        empty["drain"] = await drain(outbox, 2 * sample)
+        empty = await rates(outbox, sample)
         print("\nempty outbox")
         for name in ("put", "put_many"):
             print(
@@ -155,11 +163,7 @@ async def measure(directory: Path, rows: int, sample: int) -> None:
         print(f"\ngrowing the backlog to {rows:,} rows")
         rss_before = rss()
         low, high = await grow(outbox, rows)
-        full = {
-            "put": await ingest_put(outbox, sample),
-            "put_many": await ingest_batches(outbox, sample),
-        }
-        full["drain"] = await drain(outbox, 2 * sample)
+        full = await rates(outbox, sample)
         stats = outbox.stats()
         print(f"\nwith {rows:,} pending rows")
         for name in ("put", "put_many"):
