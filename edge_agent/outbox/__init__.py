@@ -6,7 +6,8 @@ reads the file from another process while the agent runs.
 """
 
 from edge_agent.outbox.reader import OutboxReader
+from edge_agent.outbox.rows import NewEvent, OutboxRow
 from edge_agent.outbox.service import Outbox
-from edge_agent.outbox.store import NewEvent, OutboxRow, Store
+from edge_agent.outbox.store import Store
 
 __all__ = ["NewEvent", "Outbox", "OutboxReader", "OutboxRow", "Store"]

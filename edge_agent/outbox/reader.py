@@ -10,7 +10,9 @@ from types import TracebackType
 from typing import Any
 
 from edge_agent.errors import StorageError
-from edge_agent.outbox.store import COUNTERS, OutboxRow, file_bytes
+from edge_agent.outbox.rows import OutboxRow
+from edge_agent.outbox.schema import file_bytes
+from edge_agent.outbox.store import COUNTERS
 
 _ROW = "SELECT seq, priority, ts, kind, stream, payload FROM events"
 

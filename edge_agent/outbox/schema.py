@@ -209,3 +209,11 @@ def open_database(
             quarantined.moved_to,
         )
     raise AssertionError("unreachable")
+
+
+def file_bytes(path: Path) -> int:
+    total = 0
+    for candidate in (path, *(path.with_name(path.name + s) for s in SIDE_FILES)):
+        with contextlib.suppress(OSError):
+            total += candidate.stat().st_size
+    return total

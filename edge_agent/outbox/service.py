@@ -15,7 +15,8 @@ from edge_agent.config.outbox import OutboxConfig
 from edge_agent.contract import PRIORITY_OF_KIND, ContractError, Kind, Priority
 from edge_agent.errors import StorageError
 from edge_agent.health import ComponentHealth, State
-from edge_agent.outbox.store import NewEvent, OutboxRow, Store
+from edge_agent.outbox.rows import NewEvent, OutboxRow
+from edge_agent.outbox.store import Store
 from edge_agent.outbox.writer import AckJob, PutJob, Writer
 
 log = logging.getLogger(__name__)

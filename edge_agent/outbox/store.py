@@ -6,22 +6,21 @@ and commits the counters together, so a crash at any point leaves rows and count
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent.config.outbox import OutboxConfig
 from edge_agent.contract import ContractError, Kind, Priority, dumps
 from edge_agent.errors import StorageError
-from edge_agent.outbox.encode import EnvelopeEncoder, encode_data
-from edge_agent.outbox.schema import SIDE_FILES, Quarantined, atomic, open_database
+from edge_agent.outbox.claims import PRIORITIES, ClaimBook
+from edge_agent.outbox.encode import EnvelopeEncoder
+from edge_agent.outbox.rows import Gap, NewEvent, OutboxRow
+from edge_agent.outbox.schema import Quarantined, atomic, file_bytes, open_database
 
-PRIORITIES = tuple(sorted(int(p) for p in Priority))
 REASONS = ("ttl", "quota", "corrupt", "disk_full")
 COUNTERS = ("pending_rows", "pending_bytes", "written", "acked", *(f"dropped_{r}" for r in REASONS))
 # Room kept for the gap rows an eviction adds, so the quota holds after they are inserted.
@@ -31,56 +30,6 @@ _INSERT = (
     "INSERT INTO events (seq, priority, ts, created, kind, stream, payload)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    """One pending event: `payload` is the encoded envelope, ready to publish."""
-
-    seq: int
-    priority: int
-    ts: float
-    kind: str
-    stream: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event to store; `body` is `data` already encoded (by the producer's thread)."""
-
-    kind: str
-    stream: str
-    ts: float
-    data: dict[str, Any]
-    priority: int
-    body: bytes | None = None
-
-    @classmethod
-    def encoded(
-        cls, kind: str, stream: str, ts: float, data: dict[str, Any], priority: int
-    ) -> NewEvent:
-        """Encode `data` now; raises ContractError (NaN, not JSON) before anything queues."""
-        return cls(kind, stream, ts, data, priority, encode_data(data))
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Rows of one priority class dropped for one reason in one transaction."""
-
-    reason: str
-    priority: int
-    first_seq: int
-    last_seq: int
-    count: int
-
-
-def file_bytes(path: Path) -> int:
-    total = 0
-    for candidate in (path, *(path.with_name(path.name + s) for s in SIDE_FILES)):
-        with contextlib.suppress(OSError):
-            total += candidate.stat().st_size
-    return total
 
 
 class Store:
@@ -109,11 +58,7 @@ class Store:
         self._max_pages = 0
         self._encoder = EnvelopeEncoder(node, "")
         self.growth_limited = False
-        # Claim state: seqs handed out and not yet acked or released, and per priority the
-        # seq below which every row is claimed or gone (so a claim never rescans them).
-        self._claim_lock = threading.Lock()
-        self._claimed: dict[int, int] = {}
-        self._low = dict.fromkeys(PRIORITIES, 0)
+        self.claims = ClaimBook()
         self._stats_lock = threading.Lock()
 
     # -- opening -------------------------------------------------------------------------
@@ -265,9 +210,7 @@ class Store:
             self._totals["pending_rows"] -= rows
             self._totals["pending_bytes"] -= size
             self._totals["acked"] += rows
-        with self._claim_lock:
-            for seq in seqs:
-                self._claimed.pop(seq, None)
+        self.claims.forget(seqs)
 
     def _over(self, extra_rows: int) -> bool:
         with self._stats_lock:
@@ -337,9 +280,7 @@ class Store:
         )
         with self._stats_lock:
             self._totals[f"dropped_{reason}"] += count
-        with self._claim_lock:
-            for seq in [s for s, p in self._claimed.items() if p == priority and s <= last]:
-                del self._claimed[seq]
+        self.claims.forget_through(priority, last)
         return Gap(reason, priority, first, last, count)
 
     def _insert_gaps(self, db: sqlite3.Connection, gaps: Sequence[Gap]) -> None:
@@ -437,44 +378,10 @@ class Store:
 
     def claim(self, limit: int) -> list[OutboxRow]:
         """The oldest unclaimed rows in (priority, seq) order, streamed with a cursor."""
-        out: list[OutboxRow] = []
-        with self._claim_lock:
-            for priority in PRIORITIES:
-                if len(out) >= limit:
-                    break
-                low = self._low[priority]
-                cursor = self.db.execute(
-                    "SELECT seq, priority, ts, kind, stream, payload FROM events"
-                    " WHERE priority = ? AND seq > ? ORDER BY seq",
-                    (priority, low),
-                )
-                try:
-                    while len(out) < limit:
-                        batch = cursor.fetchmany(min(_CHUNK, limit - len(out) + 16))
-                        if not batch:
-                            break
-                        for row in batch:
-                            if len(out) >= limit:
-                                break
-                            low = row[0]
-                            if row[0] not in self._claimed:
-                                self._claimed[row[0]] = priority
-                                out.append(OutboxRow(*row))
-                finally:
-                    cursor.close()
-                self._low[priority] = low
-        return out
+        return self.claims.claim(self.db, limit)
 
     def release(self, seqs: Iterable[int] | None = None) -> None:
-        with self._claim_lock:
-            if seqs is None:
-                self._claimed.clear()
-                self._low = dict.fromkeys(PRIORITIES, 0)
-                return
-            for seq in seqs:
-                priority = self._claimed.pop(seq, None)
-                if priority is not None:
-                    self._low[priority] = min(self._low[priority], seq - 1)
+        self.claims.release(seqs)
 
     # -- facts ---------------------------------------------------------------------------
 
@@ -492,8 +399,7 @@ class Store:
         with self._stats_lock:
             totals = dict(self._totals)
             oldest = self._oldest
-        with self._claim_lock:
-            claimed = len(self._claimed)
+        claimed = len(self.claims)
         return {
             "epoch": self.epoch,
             "last_seq": self._next_seq - 1,

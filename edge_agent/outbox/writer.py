@@ -22,8 +22,9 @@ from typing import Any
 from edge_agent.errors import StorageError
 from edge_agent.health import ComponentHealth, State
 from edge_agent.outbox.reserve import DiskReserve
+from edge_agent.outbox.rows import NewEvent
 from edge_agent.outbox.schema import SQLITE_FULL, error_code, is_corrupt
-from edge_agent.outbox.store import NewEvent, Store
+from edge_agent.outbox.store import Store
 
 log = logging.getLogger(__name__)
 
