@@ -63,6 +63,7 @@ class Outbox:
         self._writer: Writer | None = None
         self._new_rows = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_queued_puts)
+        self._queued = 0
         self._rates: tuple[float, float, float] | None = None
         self._rate_facts: dict[str, float] = {"write_rate_per_s": 0.0, "ack_rate_per_s": 0.0}
 
@@ -221,7 +222,11 @@ class Outbox:
                 asyncio.get_running_loop().create_future()
             )
             writer.submit(PutJob(batch, future))
-            return await future
+            self._queued += 1
+            try:
+                return await future
+            finally:
+                self._queued -= 1
 
     async def claim(self, limit: int) -> list[OutboxRow]:
         """The oldest pending rows in (priority, seq) order not already claimed."""
@@ -274,6 +279,7 @@ class Outbox:
         facts.update(self._rate_facts)
         facts["degraded"] = None if writer is None else writer.degraded
         facts["last_error"] = "" if writer is None else writer.last_error
+        facts["queued_puts"] = self._queued
         facts["synchronous"] = self.config.synchronous
         facts["max_bytes"] = self.config.max_bytes
         return facts

@@ -205,3 +205,29 @@ async def test_wait_for_rows_wakes_on_commit(tmp_path: Path) -> None:
         await outbox.put(Kind.READING, {}, stream="s")
         async with asyncio.timeout(30):
             await waiter
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_writer_holds_producers_back_and_recovers(tmp_path: Path) -> None:
+    """Another process holds the write lock (a technician's sqlite3 shell, say): producers
+    wait in bounded number, the outbox says why, and everything lands once it is let go."""
+    import sqlite3
+
+    path = tmp_path / "o.sqlite3"
+    async with make_outbox(path, max_queued_puts=8) as outbox:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        puts = [
+            asyncio.create_task(outbox.put(Kind.READING, {"i": i}, stream="s")) for i in range(200)
+        ]
+        await eventually(lambda: outbox.health.state is State.DEGRADED)
+        assert "locked" in outbox.health.detail
+        assert outbox.stats()["queued_puts"] == 8
+        assert not any(p.done() for p in puts)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        async with asyncio.timeout(60):
+            seqs = await asyncio.gather(*puts)
+        assert sorted(seqs) == list(range(1, 201))
+        assert outbox.health.state is State.OK
+        assert outbox.stats()["queued_puts"] == 0
