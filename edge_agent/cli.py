@@ -19,6 +19,7 @@ log = logging.getLogger("edge_agent")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from restart-looping
+OUTBOX_FILE = "outbox.sqlite3"
 
 
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
@@ -80,6 +81,53 @@ def cmd_detect(args: argparse.Namespace) -> int:
     )
 
 
+def _outbox_path(args: argparse.Namespace) -> Path:
+    from edge_agent.config import load_settings
+
+    settings = load_settings(args.config)
+    return Path(settings.paths.state_dir) / OUTBOX_FILE
+
+
+def cmd_outbox_stats(args: argparse.Namespace) -> int:
+    from edge_agent.outbox import OutboxReader
+
+    with OutboxReader(_outbox_path(args)) as reader:
+        print(json.dumps(reader.stats(), indent=2))
+    return EXIT_OK
+
+
+def cmd_outbox_peek(args: argparse.Namespace) -> int:
+    from edge_agent.outbox import OutboxReader
+
+    with OutboxReader(_outbox_path(args)) as reader:
+        for row in reader.peek(args.n):
+            line = {
+                "seq": row.seq,
+                "priority": row.priority,
+                "kind": row.kind,
+                "stream": row.stream,
+                "envelope": json.loads(row.payload),
+            }
+            print(json.dumps(line, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_outbox_export(args: argparse.Namespace) -> int:
+    from edge_agent.outbox import OutboxReader
+
+    count = 0
+    last = args.since
+    out = sys.stdout.buffer
+    with OutboxReader(_outbox_path(args)) as reader:
+        for row in reader.export(args.since):
+            out.write(row.payload + b"\n")
+            count += 1
+            last = row.seq
+    out.flush()
+    print(f"exported {count} events (seq > {args.since}, last {last})", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"edge-agent {__version__}")
     return EXIT_OK
@@ -135,6 +183,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_detect_arguments(detect)
     detect.set_defaults(handler=cmd_detect)
+
+    outbox = sub.add_parser(
+        "outbox",
+        help="inspect or export the outbox (safe while the agent runs)",
+        description="Inspect the durable outbox in the state directory, read-only and safe"
+        " while the agent runs: counters, the next events to send, or an export of the"
+        " backlog as JSON lines for carrying it out when the link is down.",
+    )
+    outbox_sub = outbox.add_subparsers(
+        dest="outbox_command",
+        metavar="ACTION",
+        required=True,
+        help="stats, peek or export",
+    )
+    stats = outbox_sub.add_parser(
+        "stats",
+        help="print pending rows and bytes, drops by reason, epoch and file size as JSON",
+        description="Print the outbox counters as JSON: pending rows and bytes, oldest pending"
+        " age, rows written, acknowledged and dropped by reason, epoch, last seq, file size.",
+    )
+    _config_arg(stats)
+    stats.set_defaults(handler=cmd_outbox_stats)
+    peek = outbox_sub.add_parser(
+        "peek",
+        help="print the next events the publisher would send",
+        description="Print the next N pending events in the order the publisher sends them"
+        " (priority, then seq), one JSON object per line.",
+    )
+    _config_arg(peek)
+    peek.add_argument(
+        "-n", type=int, default=10, metavar="N", help="how many events to show (default 10)"
+    )
+    peek.set_defaults(handler=cmd_outbox_peek)
+    export = outbox_sub.add_parser(
+        "export",
+        help="write pending events with seq > SEQ to stdout as JSON lines",
+        description="Write every pending event with seq greater than SEQ to stdout, one"
+        " envelope per line in seq order (e.g. `edge-agent outbox export --since 0 >"
+        " backlog.jsonl`). The envelopes keep (node, epoch, seq), so the IOC drops any it"
+        " later also receives over MQTT. Nothing is deleted.",
+    )
+    _config_arg(export)
+    export.add_argument(
+        "--since",
+        type=int,
+        default=0,
+        metavar="SEQ",
+        help="export events with seq greater than this (default 0: all pending)",
+    )
+    export.set_defaults(handler=cmd_outbox_export)
 
     version = sub.add_parser(
         "version", help="print the version", description="Print the edge-agent version."

@@ -1,0 +1,219 @@
+"""Opening the outbox file: pragmas, named migrations, and quarantine of a corrupt file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SIDE_FILES = ("-wal", "-shm")
+
+
+@contextlib.contextmanager
+def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction that rolls back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _initial(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # AUTOINCREMENT keeps sqlite_sequence at the highest seq ever used, so a seq is never
+    # reused after its row is acknowledged or dropped, across restarts too.
+    conn.execute(
+        "CREATE TABLE events ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " priority INTEGER NOT NULL,"
+        " ts REAL NOT NULL,"
+        " created REAL NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " stream TEXT NOT NULL,"
+        " payload BLOB NOT NULL)"
+    )
+    conn.execute("CREATE INDEX events_drain ON events (priority, seq)")
+    # Counters committed with the rows they count: stats and quota checks stay O(1).
+    conn.execute("CREATE TABLE totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    conn.execute(
+        "INSERT INTO meta VALUES ('epoch', ?), ('created', ?)",
+        (secrets.token_hex(8), str(time.time())),
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    # Append only; a released name never changes.
+    ("0001_initial", _initial),
+]
+
+
+Migration = tuple[str, Callable[[sqlite3.Connection], None]]
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = ()) -> list[str]:
+    """Run the migrations not yet recorded, each in its own transaction; returns their names."""
+    migrations = migrations or MIGRATIONS
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, step in migrations:
+        if name in done:
+            continue
+        with atomic(conn):
+            step(conn)
+            conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+        applied.append(name)
+    return applied
+
+
+def connect(
+    path: Path, *, synchronous: str, max_file_bytes: int | None, reserve_bytes: int = 0
+) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.DatabaseError(f"cannot switch to WAL (journal_mode is {mode})")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        if max_file_bytes is not None:
+            conn.execute(f"PRAGMA max_page_count={max(16, max_file_bytes // page_size)}")
+        if reserve_bytes:
+            # New pages waiting in the WAL need that much room in the main file to be
+            # checkpointed; keeping them under half the reserve means releasing the reserve
+            # always lets a checkpoint finish on a full disk.
+            pages = max(16, min(1000, reserve_bytes // page_size // 2))
+            conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_NOTADB = 26
+
+
+def error_code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """A damaged or foreign file, as opposed to a busy, full or unreadable one."""
+    return error_code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def check(conn: sqlite3.Connection) -> str | None:
+    """None when the file passes `PRAGMA quick_check`, else what is wrong."""
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    return None if rows == ["ok"] else "; ".join(str(r) for r in rows[:5])
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A corrupt file moved aside: where it went, why, and what could still be read of it."""
+
+    moved_to: Path
+    reason: str
+    previous_epoch: str | None
+    last_seq: int | None
+    pending_rows: int | None
+
+
+def _salvage(path: Path) -> tuple[str | None, int | None, int | None]:
+    epoch: str | None = None
+    last_seq: int | None = None
+    pending: int | None = None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None, None, None
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            row = conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+            epoch = None if row is None else str(row[0])
+        with contextlib.suppress(sqlite3.Error):
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+            last_seq = None if row is None else int(row[0])
+        with contextlib.suppress(sqlite3.Error):
+            row = conn.execute("SELECT value FROM totals WHERE name='pending_rows'").fetchone()
+            pending = None if row is None else int(row[0])
+    finally:
+        conn.close()
+    return epoch, last_seq, pending
+
+
+def quarantine(path: Path, reason: str) -> Quarantined:
+    """Move a corrupt database (and its WAL) aside with a timestamp; never delete it."""
+    epoch, last_seq, pending = _salvage(path)
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    path.rename(target)
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    return Quarantined(target, reason, epoch, last_seq, pending)
+
+
+def open_database(
+    path: Path, *, synchronous: str, max_file_bytes: int | None, reserve_bytes: int = 0
+) -> tuple[sqlite3.Connection, Quarantined | None]:
+    """Open (creating or migrating) the outbox; a file that fails its check is quarantined."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    quarantined = None
+    for attempt in range(2):
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = connect(
+                path,
+                synchronous=synchronous,
+                max_file_bytes=max_file_bytes,
+                reserve_bytes=reserve_bytes,
+            )
+            problem = check(conn)
+            if problem is None:
+                migrate(conn)
+                return conn, quarantined
+        except sqlite3.DatabaseError as exc:
+            if attempt or not path.exists() or not is_corrupt(exc):
+                if conn is not None:
+                    conn.close()
+                raise
+            problem = str(exc)
+        if conn is not None:
+            conn.close()
+        if attempt:
+            raise sqlite3.DatabaseError(f"fresh outbox fails its check: {problem}")
+        quarantined = quarantine(path, problem)
+        log.error(
+            "outbox %s is corrupt (%s): moved to %s, starting a fresh one with a new epoch",
+            path,
+            problem,
+            quarantined.moved_to,
+        )
+    raise AssertionError("unreachable")
+
+
+def file_bytes(path: Path) -> int:
+    total = 0
+    for candidate in (path, *(path.with_name(path.name + s) for s in SIDE_FILES)):
+        with contextlib.suppress(OSError):
+            total += candidate.stat().st_size
+    return total

@@ -1,0 +1,285 @@
+"""The outbox component: the async face of the store and its writer thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from edge_agent.config.outbox import OutboxConfig
+from edge_agent.contract import PRIORITY_OF_KIND, ContractError, Kind, Priority
+from edge_agent.errors import StorageError
+from edge_agent.health import ComponentHealth, State
+from edge_agent.outbox.rows import NewEvent, OutboxRow
+from edge_agent.outbox.store import Store
+from edge_agent.outbox.writer import AckJob, PutJob, Writer
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 5.0
+# A writer thread silent this long is wedged (a hung disk): stop feeding the watchdog.
+WRITER_STALL_S = 60.0
+
+EventSpec = tuple[Kind | str, dict[str, Any], str, float | None, Priority | None]
+
+
+_PRIORITY: dict[str, int] = {str(k): int(p) for k, p in PRIORITY_OF_KIND.items()}
+
+
+def priority_of(kind: Kind | str) -> int:
+    """The class of a kind; kinds the contract does not list travel as events."""
+    return _PRIORITY.get(kind, Priority.EVENT)
+
+
+class Outbox:
+    """The durable queue between producers and the publisher.
+
+    Write first: `put()` returns once the event is committed. The publisher drains with
+    `claim()` / `ack()`; claimed rows are not handed out again until `release()` (or a
+    restart), so delivery is at-least-once with `(node, epoch, seq)` as the dedupe key.
+    """
+
+    name = "outbox"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        node: str,
+        config: OutboxConfig,
+        health: ComponentHealth,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.node = node
+        self.config = config
+        self.health = health
+        self.store = Store(path, node=node, config=config, clock=clock)
+        self._writer: Writer | None = None
+        self._new_rows = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.max_queued_puts)
+        self._queued = 0
+        self._rates: tuple[float, float, float] | None = None
+        self._rate_facts: dict[str, float] = {"write_rate_per_s": 0.0, "ack_rate_per_s": 0.0}
+
+    @property
+    def epoch(self) -> str:
+        return self.store.epoch
+
+    async def __aenter__(self) -> Outbox:
+        writer = Writer(
+            self.store,
+            health=self.health,
+            loop=asyncio.get_running_loop(),
+            on_commit=self._new_rows.set,
+        )
+        writer.start()
+        self._writer = writer
+        try:
+            result = await writer.call(self.store.open)
+            if isinstance(result, BaseException):
+                raise result
+            await writer.call(writer.reserve.maybe_restore)
+        except BaseException:
+            await self._stop()
+            raise
+        quarantined = self.store.quarantined
+        if quarantined is not None:
+            self.health.count("quarantined")
+            self.health.set_state(
+                State.OK,
+                f"epoch {self.epoch}; corrupt file moved to {quarantined.moved_to.name}",
+                error=f"corrupt database quarantined: {quarantined.reason}",
+            )
+        else:
+            self.health.set_state(State.OK, f"epoch {self.epoch}")
+        self.health.set_facts(**self.stats())
+        if self.store.stats()["pending_rows"]:
+            self._new_rows.set()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+        self.health.set_facts(**self.stats())
+        self.health.set_state(State.STOPPED)
+
+    async def _stop(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        done = asyncio.get_running_loop().create_future()
+
+        def stop() -> None:
+            writer.stop(STOP_TIMEOUT_S)
+            done.get_loop().call_soon_threadsafe(
+                lambda: None if done.done() else done.set_result(None)
+            )
+
+        # Joining on a thread of its own keeps the loop free while the queue is flushed.
+        threading.Thread(target=stop, name="outbox-stop", daemon=True).start()
+        await asyncio.shield(done)
+
+    async def run(self) -> None:
+        period = self.config.stats_interval_s
+        while True:
+            writer = self._require()
+            if writer.fatal is not None:
+                raise StorageError(
+                    f"outbox {self.path} is corrupt ({writer.fatal}); restarting to quarantine it"
+                )
+            self._update_rates()
+            self.health.set_facts(**self.stats())
+            if time.monotonic() - writer.heartbeat < WRITER_STALL_S and writer.alive:
+                self.health.beat(period)
+            else:
+                self.health.set_state(State.FAILING, "writer thread stalled")
+            await asyncio.sleep(period)
+
+    def _require(self) -> Writer:
+        if self._writer is None:
+            raise StorageError("outbox is closed")
+        return self._writer
+
+    async def put(
+        self,
+        kind: Kind | str,
+        data: dict[str, Any],
+        *,
+        stream: str,
+        ts: float | None = None,
+        priority: Priority | None = None,
+    ) -> int:
+        """Commit one event; returns its seq once it is durable.
+
+        Raises StorageError for an event the outbox refuses (NaN, not JSON, too large).
+        """
+        event = self._event(kind, data, stream, time.time() if ts is None else ts, priority)
+        result = (await self._submit([event]))[0]
+        if isinstance(result, BaseException):
+            self.health.count("refused")
+            raise result
+        self.health.progress("written")
+        return result
+
+    async def put_many(self, events: Iterable[EventSpec]) -> list[int]:
+        """Commit several `(kind, data, stream, ts, priority)` events; returns their seqs.
+
+        All or nothing for bad input: one refused event raises StorageError before any is
+        queued.
+        """
+        now = time.time()
+        batch = [
+            self._event(kind, data, stream, now if ts is None else ts, priority)
+            for kind, data, stream, ts, priority in events
+        ]
+        if not batch:
+            return []
+        results = await self._submit(batch)
+        seqs = [r for r in results if isinstance(r, int)]
+        self.health.progress("written", len(seqs))
+        for result in results:
+            if isinstance(result, BaseException):
+                self.health.count("refused")
+                raise result
+        return seqs
+
+    def _event(
+        self,
+        kind: Kind | str,
+        data: dict[str, Any],
+        stream: str,
+        ts: float,
+        priority: Priority | None,
+    ) -> NewEvent:
+        prio = priority_of(kind) if priority is None else int(priority)
+        try:
+            event = NewEvent.encoded(str(kind), stream, ts, data, prio)
+        except (ContractError, TypeError, ValueError) as exc:
+            self.health.count("refused")
+            raise StorageError(f"{kind} event on stream {stream} not stored: {exc}") from exc
+        if event.body is not None and len(event.body) > self.store.max_event_bytes:
+            self.health.count("refused")
+            raise StorageError(
+                f"{kind} event on stream {stream} of {len(event.body)} bytes exceeds the"
+                f" largest allowed ({self.store.max_event_bytes}, a quarter of outbox.max_bytes)"
+            )
+        return event
+
+    async def _submit(self, batch: list[NewEvent]) -> list[int | BaseException]:
+        writer = self._require()
+        async with self._slots:
+            future: asyncio.Future[list[int | BaseException]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            writer.submit(PutJob(batch, future))
+            self._queued += 1
+            try:
+                return await future
+            finally:
+                self._queued -= 1
+
+    async def claim(self, limit: int) -> list[OutboxRow]:
+        """The oldest pending rows in (priority, seq) order not already claimed."""
+        rows: list[OutboxRow] | BaseException = await self._require().call(
+            lambda: self.store.claim(limit)
+        )
+        if isinstance(rows, BaseException):
+            raise rows
+        return rows
+
+    def release(self, seqs: Sequence[int] | None = None) -> None:
+        """Give claimed rows back (link lost before their ack): they will be claimed again."""
+        self.store.release(seqs)
+
+    async def ack(self, seqs: Sequence[int]) -> None:
+        """Delete rows the broker has confirmed, in one transaction."""
+        if not seqs:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._require().submit(AckJob(list(seqs), future))
+        await future
+        self.health.progress("acked", len(seqs))
+
+    async def wait_for_rows(self, timeout: float | None = None) -> None:
+        """Return when a row was committed since the last call (or after `timeout`)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._new_rows.wait()
+        except TimeoutError:
+            return
+        self._new_rows.clear()
+
+    def _update_rates(self) -> None:
+        now = time.monotonic()
+        totals = self.store.stats()
+        written, acked = float(totals["written"]), float(totals["acked"])
+        if self._rates is not None:
+            then, was_written, was_acked = self._rates
+            elapsed = max(now - then, 1e-6)
+            self._rate_facts = {
+                "write_rate_per_s": round((written - was_written) / elapsed, 2),
+                "ack_rate_per_s": round((acked - was_acked) / elapsed, 2),
+            }
+        self._rates = (now, written, acked)
+
+    def stats(self) -> dict[str, Any]:
+        """Facts for the status page and metrics (no database access: cheap and non-blocking)."""
+        facts = self.store.stats()
+        writer = self._writer
+        facts.update(self._rate_facts)
+        facts["degraded"] = None if writer is None else writer.degraded
+        facts["last_error"] = "" if writer is None else writer.last_error
+        facts["queued_puts"] = self._queued
+        facts["synchronous"] = self.config.synchronous
+        facts["max_bytes"] = self.config.max_bytes
+        return facts
