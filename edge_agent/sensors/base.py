@@ -190,8 +190,8 @@ class Poller:
         ts = time.time()
         now = time.monotonic()
         checked = [self.validator.check(s.quantity, s.value, s.unit, now=now) for s in samples]
-        for item in checked:
-            await self._emit(item, ts)
+        # Concurrent puts share one outbox group commit: one fsync per read, not per quantity.
+        await asyncio.gather(*(self._emit(item, ts) for item in checked))
         usable = [c for c in checked if c.quality != "bad"]
         problems = [c.reason for c in checked if c.quality != "ok"]
         for quality in ("bad", "suspect"):
@@ -224,9 +224,17 @@ class Poller:
 
     async def _emit_aggregates(self, now: float, *, force: bool = False) -> None:
         assert self.aggregator is not None
-        for ts, summary in self.aggregator.take_due(now, force=force):
-            data = reading_data(sensor=self.config.name, **summary)
-            await self.sink(Kind.READING, data, self.config.name, ts)
+        await asyncio.gather(
+            *(
+                self.sink(
+                    Kind.READING,
+                    reading_data(sensor=self.config.name, **summary),
+                    self.config.name,
+                    ts,
+                )
+                for ts, summary in self.aggregator.take_due(now, force=force)
+            )
+        )
 
     def _driver_facts(self) -> None:
         facts = getattr(self.driver, "facts", None)
