@@ -62,6 +62,18 @@ async def metrics(request: web.Request) -> web.Response:
                 f'edge_agent_component_counter{{component="{comp["name"]}",'
                 f'counter="{_metric_name(counter)}"}} {value}'
             )
+    lines += [
+        "# HELP edge_agent_component_fact Numeric facts a component reports"
+        " (outbox pending rows and bytes, drops, ages...).",
+        "# TYPE edge_agent_component_fact gauge",
+    ]
+    for comp in status["components"]:
+        for fact, value in sorted(comp["facts"].items()):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                lines.append(
+                    f'edge_agent_component_fact{{component="{comp["name"]}",'
+                    f'fact="{_metric_name(fact)}"}} {value}'
+                )
     lines += ["# TYPE edge_agent_host gauge"]
     for key, value in sorted(status.get("host", {}).items()):
         if isinstance(value, int | float):

@@ -34,6 +34,8 @@ async def test_json_healthz_and_metrics() -> None:
     sensor = registry.register("sensor:aq-1", kind="sensor")
     sensor.set_state(State.OK)
     sensor.progress("readings", 4)
+    outbox = registry.register("outbox", kind="outbox")
+    outbox.set_facts(pending_rows=12, oldest_pending_age_s=3.5, epoch="ab12")
     server = StatusServer(
         WebConfig(port=0), status=lambda: _status(registry), health=registry.register("web")
     )
@@ -42,7 +44,7 @@ async def test_json_healthz_and_metrics() -> None:
         async with session.get(f"{base}/api/status") as response:
             body = await response.json()
             assert body["outbox"]["pending_rows"] == 3
-            assert [c["name"] for c in body["components"]] == ["sensor:aq-1", "web"]
+            assert [c["name"] for c in body["components"]] == ["sensor:aq-1", "outbox", "web"]
         async with session.get(f"{base}/healthz") as response:
             assert response.status == 200
         async with session.get(f"{base}/metrics") as response:
@@ -51,6 +53,8 @@ async def test_json_healthz_and_metrics() -> None:
                 'edge_agent_component_counter{component="sensor:aq-1",counter="readings"} 4' in text
             )
             assert 'edge_agent_component_state{component="web",state="ok"} 1' in text
+            assert 'edge_agent_component_fact{component="outbox",fact="pending_rows"} 12' in text
+            assert "ab12" not in text  # text facts are not metrics
         sensor.set_state(State.FAILING, "no answer", error="no answer")
         async with session.get(f"{base}/healthz") as response:
             assert response.status == 503
