@@ -56,11 +56,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.app import run_agent
-    from edge_agent.config import load_settings
+    from edge_agent.config import DEFAULT_CONFIG_PATH, load_settings
 
     settings = load_settings(args.config)
     configure_logging(args.log_level or settings.logging.level, settings.logging.format)
-    return asyncio.run(run_agent(settings))
+    path = args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    return asyncio.run(run_agent(settings, config_path=path))
 
 
 def cmd_version(args: argparse.Namespace) -> int:

@@ -124,9 +124,7 @@ class MqttConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _credentials_together(self) -> MqttConfig:
-        if self.password is not None and self.username is None:
-            raise ValueError("password is set but username is not")
+    def _backoff_order(self) -> MqttConfig:
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s must be at least backoff_min_s")
         return self
