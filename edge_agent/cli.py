@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(check)
     check.set_defaults(handler=cmd_check_config)
 
+    from edge_agent.ioc.cli import add_ioc_parser
+
+    add_ioc_parser(sub)
+
     version = sub.add_parser(
         "version", help="print the version", description="Print the edge-agent version."
     )

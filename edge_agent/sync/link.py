@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.errors import SyncError
 
@@ -316,13 +317,16 @@ class Link:
         retain: bool = False,
         content_type: str | None = None,
         correlation_data: bytes | None = None,
+        response_topic: str | None = None,
     ) -> int:
         """Queue one publish and return its message id; its PUBACK calls `on_ack(mid, ok)`."""
         if self.closed.done():
             raise SyncError(f"link is down: {self.closed.result()}")
         properties = None
-        if self.v5 and (content_type or correlation_data):
+        if self.v5 and (content_type or correlation_data or response_topic):
             properties = _properties(PacketTypes.PUBLISH)
+            if response_topic:
+                properties.ResponseTopic = response_topic
             if content_type:
                 properties.ContentType = content_type
             if correlation_data:
@@ -349,7 +353,13 @@ class Link:
         waiter.result()
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        rc, _mid = self._client.subscribe(topic_filter, qos=qos)
+        # Retain-as-published keeps the retain flag on live deliveries too, so a retained
+        # command is recognisable however it arrives (MQTT 5 only).
+        if self.v5:
+            options = SubscribeOptions(qos=qos, retainAsPublished=True)
+            rc, _mid = self._client.subscribe(topic_filter, options=options)
+        else:
+            rc, _mid = self._client.subscribe(topic_filter, qos=qos)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise SyncError(f"subscribe to {topic_filter} failed: {mqtt.error_string(rc)}")
 
