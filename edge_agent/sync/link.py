@@ -118,6 +118,7 @@ class Link:
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._sock: Any = None
         self._fd = -1
+        self._last_error = ""
         self._misc: asyncio.Task[None] | None = None
         self._last_rx = time.monotonic()
         self.pending = 0
@@ -132,7 +133,9 @@ class Link:
             clean_session=None if self.v5 else False,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
         )
-        client.enable_logger(log)
+        # paho's own log lines go to DEBUG (a retrying link must not spam); its last error is
+        # kept because TLS 1.3 reports a refused client certificate only there.
+        client.on_log = self._handle_log
         client.max_inflight_messages_set(max(o.max_inflight, 1) + 16)
         client.max_queued_messages_set(0)
         client.connect_timeout = o.connect_timeout_s
@@ -223,10 +226,16 @@ class Link:
         else:
             self._connected.set_result(None)
 
+    def _handle_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = text
+        log.debug("paho: %s", text)
+
     def _handle_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        self._close(f"disconnected: {reason}")
+        detail = f" ({self._last_error})" if self._last_error else ""
+        self._close(f"disconnected: {reason}{detail}")
 
     def _handle_publish(
         self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any
