@@ -14,8 +14,15 @@ from edge_agent.errors import SyncError
 from edge_agent.health import State
 from edge_agent.sync.link import Link, LinkOptions, Message
 from tests.conftest import REPO, Broker
-from tests.sync.conftest import DISTRICT, NODE, PREFIX, eventually, mqtt_config, open_outbox
-from tests.sync.conftest import running_sync
+from tests.sync.conftest import (
+    DISTRICT,
+    NODE,
+    PREFIX,
+    eventually,
+    mqtt_config,
+    open_outbox,
+    running_sync,
+)
 from tests.sync.pki import Authority, mtls_broker_config
 
 pytestmark = pytest.mark.asyncio
