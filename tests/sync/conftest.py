@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import MqttConfig, OutboxConfig
-from edge_agent.contract import Kind
+from edge_agent.contract import Kind, reading_data
 from edge_agent.health import ComponentHealth
 from edge_agent.ioc.receiver import Receiver, subscriptions
 from edge_agent.outbox import Outbox
@@ -145,6 +145,10 @@ async def eventually(check: Callable[[], bool], *, timeout_s: float = 20.0) -> N
 
 async def put_readings(outbox: Outbox, count: int, *, stream: str = "reading") -> list[int]:
     return [
-        await outbox.put(Kind.READING, {"sensor": "s1", "value": i, "unit": "C"}, stream=stream)
+        await outbox.put(
+            Kind.READING,
+            reading_data(sensor="s1", quantity="temperature", value=20.0 + i % 10, unit="Cel"),
+            stream=stream,
+        )
         for i in range(count)
     ]

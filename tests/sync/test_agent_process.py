@@ -19,6 +19,7 @@ from edge_agent.sync.link import Link, Message
 from edge_agent.sync.signing import generate_keypair, load_private_key, sign_command
 from tests.conftest import Broker, agent_command, agent_env
 from tests.sync.conftest import DISTRICT, NODE, PREFIX, client_options, eventually
+from tests.sync.schema import validate_message
 
 pytestmark = pytest.mark.asyncio
 
@@ -115,6 +116,9 @@ async def test_live_data_will_on_sigkill_birth_on_restart(
     await eventually(lambda: statuses(messages)[-1]["state"] == "offline")
     assert "reason" not in statuses(messages)[-1]  # said by the node itself, not the will
     await listener.disconnect()
+    # What the real agent published (sensor readings, births, will, clean offline) follows
+    # the published schema.
+    assert {validate_message(m.topic, m.payload) for m in messages} == {"envelope", "status"}
 
 
 async def test_config_set_restarts_components_and_rolls_back_a_failing_one(

@@ -40,7 +40,7 @@ async def test_live_events_arrive_in_order_and_leave_the_outbox(
     envelopes = [Envelope.decode(m.payload) for m in messages]
     assert [e.seq for e in envelopes] == seqs
     assert all(e.node == NODE and e.epoch == outbox.epoch for e in envelopes)
-    assert envelopes[3].kind == "reading" and envelopes[3].data["value"] == 0
+    assert envelopes[3].kind == "reading" and envelopes[3].data["value"] == 20.0
 
 
 async def test_backlog_goes_out_as_compressed_batches(broker: Broker, tmp_path: Path) -> None:
