@@ -110,6 +110,12 @@ class MqttConfig(Section):
         ge=2,
         description="A claim returning at least this many rows is sent as one batch message.",
     )
+    batch_inflight_window: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Batch messages awaiting PUBACK at once (each carries many events).",
+    )
     compression: Literal["none", "zstd"] = Field(
         default="zstd", description="Compression of batch messages (zstd needs the extra)."
     )

@@ -124,6 +124,7 @@ class Sync:
             window=self.config.inflight_window,
             batch_max=self.config.batch_max_events,
             batch_min=self.config.batch_min_events,
+            batch_window=self.config.batch_inflight_window,
             compress=self.config.compression == "zstd",
             rate=TokenBucket(self.config.rate_messages_per_s, self.config.rate_bytes_per_s),
         )

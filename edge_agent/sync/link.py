@@ -224,6 +224,10 @@ class Link:
         if _reason_failed(reason):
             self._connected.set_exception(SyncError(f"broker refused the connection: {reason}"))
         else:
+            # paho formats a log line per packet while a log callback is set; once the
+            # handshake is done the per-packet cost is not worth it (a tenth of the rate).
+            if not log.isEnabledFor(logging.DEBUG):
+                client.on_log = None
             self._connected.set_result(None)
 
     def _handle_log(self, client: Any, userdata: Any, level: int, text: str) -> None:

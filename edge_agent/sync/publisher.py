@@ -19,7 +19,6 @@ from typing import Any, Protocol
 from edge_agent.contract import (
     BATCH_CONTENT_TYPE,
     BATCH_ZSTD_CONTENT_TYPE,
-    ENVELOPE_CONTENT_TYPE,
     Topics,
     encode_batch,
 )
@@ -99,6 +98,7 @@ class Publisher:
         window: int = 20,
         batch_max: int = 500,
         batch_min: int = 20,
+        batch_window: int = 4,
         compress: bool = False,
         rate: TokenBucket | None = None,
     ) -> None:
@@ -108,6 +108,8 @@ class Publisher:
         self.window = window
         self.batch_max = batch_max
         self.batch_min = batch_min
+        self.batch_window = batch_window
+        self._batches_inflight = 0
         self.compress = compress
         self.rate = rate or TokenBucket(0, 0)
         self._inflight: dict[int, Sequence[int]] = {}
@@ -122,6 +124,8 @@ class Publisher:
         seqs = self._inflight.pop(mid, None)
         if seqs is None:
             return
+        if len(seqs) > 1:
+            self._batches_inflight -= 1
         if ok:
             self._to_ack.extend(seqs)
             self._acks_ready.set()
@@ -152,7 +156,9 @@ class Publisher:
                     acker.result()  # an outbox failure is fatal: surface it
                 if self._rejected:
                     await self._handle_rejected()
-                if len(self._inflight) >= self.window:
+                if len(self._inflight) >= self.window or (
+                    self._batches_inflight >= self.batch_window
+                ):
                     self._space.clear()
                     await _wait_any(self._space.wait(), link.closed, timeout=1.0)
                     continue
@@ -170,9 +176,9 @@ class Publisher:
                     buffer.extend(rows)
                 row = buffer.popleft()
                 await self.rate.take(1, len(row.payload))
-                mid = link.publish(
-                    self.topics.data(row.stream), row.payload, content_type=ENVELOPE_CONTENT_TYPE
-                )
+                # No content-type property on single envelopes: the topic says what it is,
+                # and packing MQTT 5 properties per message costs a fifth of the drain rate.
+                mid = link.publish(self.topics.data(row.stream), row.payload)
                 self._inflight[mid] = (row.seq,)
                 self.stats["messages"] += 1
                 self.stats["events"] += 1
@@ -190,6 +196,7 @@ class Publisher:
                 await self._flush_acks()
             finally:
                 self._inflight.clear()
+                self._batches_inflight = 0
                 self._rejected.clear()
                 self.outbox.release()
                 self.health.set_facts(inflight=0)
@@ -208,6 +215,7 @@ class Publisher:
             content_type=BATCH_ZSTD_CONTENT_TYPE if self.compress else BATCH_CONTENT_TYPE,
         )
         self._inflight[mid] = tuple(r.seq for r in rows)
+        self._batches_inflight += 1
         self.stats["messages"] += 1
         self.stats["batches"] += 1
         self.stats["events"] += len(rows)
