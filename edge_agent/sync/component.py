@@ -166,8 +166,8 @@ class Sync:
             }
         )
 
-    def _birth(self) -> bytes:
-        stats = self.outbox.stats()
+    async def _birth(self) -> bytes:
+        stats = await asyncio.to_thread(self.outbox.stats)
         return self._status_payload(
             "online",
             version=self.node.version,
@@ -199,9 +199,13 @@ class Sync:
                 await link.connect()
                 await link.subscribe(self.topics.cmd_filter, qos=1)
                 await link.publish_wait(
-                    self.topics.status, self._birth(), retain=True, content_type=STATUS_CONTENT_TYPE
+                    self.topics.status,
+                    await self._birth(),
+                    retain=True,
+                    content_type=STATUS_CONTENT_TYPE,
                 )
             except SyncError as exc:
+                await link.disconnect()
                 if self.health.set_state(State.DEGRADED, "broker unreachable", error=str(exc)):
                     log.warning("broker %s unreachable: %s (retrying)", self._where(), exc)
                 self.health.count("connect_failures")

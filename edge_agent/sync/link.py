@@ -319,6 +319,8 @@ class Link:
             raise
         if self.closed.done() and not self._connected.done():
             raise SyncError(f"connection to {o.host}:{o.port} closed: {self.closed.result()}")
+        if self._connected.exception() is not None:
+            self._close("refused by the broker")
         self._connected.result()
 
     def publish(

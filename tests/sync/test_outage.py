@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,10 @@ OUTAGE_S = 30.0
 @pytest.mark.timeout(180)
 async def test_outage_of_30_s_loses_nothing(broker: Broker, tmp_path: Path) -> None:
     window, batch_max = 20, 50
+    # The broker must be able to save its sessions: run as root, mosquitto would drop to its
+    # own user, which cannot write into pytest's private tmp dir, and silently persist nothing.
+    broker.extra_config = "user root"
+    broker.restart()
     receiver = Receiver(tmp_path / "ioc.sqlite3")
     # A persistent receiver session: what the node sends before the receiver is back waits.
     receiving_task = asyncio.create_task(
@@ -52,6 +57,7 @@ async def test_outage_of_30_s_loses_nothing(broker: Broker, tmp_path: Path) -> N
         producer = asyncio.create_task(produce(OUTAGE_S))
         await asyncio.sleep(0.5)
         await asyncio.to_thread(broker.stop)
+        assert (broker.directory / "mosquitto.db").exists()  # the receiver's session is saved
         await eventually(lambda: sync.health.state.value == "degraded")
         await producer
         during = outbox.stats()["pending_rows"]
@@ -91,3 +97,18 @@ async def test_broker_without_persistence_gets_everything_resent(
                 await eventually(lambda: sync.link is not None)
                 received.update(second.seqs(NODE, outbox.epoch))
     assert sorted(received) == produced
+
+
+async def test_a_silent_broker_is_detected_as_a_dead_link(broker: Broker) -> None:
+    from edge_agent.sync.link import Link
+
+    link = Link(client_options(broker, "frozen", keepalive_s=2))
+    await link.connect()
+    assert broker.process is not None
+    broker.process.send_signal(signal.SIGSTOP)  # the TCP link stays up, nothing answers
+    try:
+        reason = await link.closed
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    # Declared dead by our own rule (nothing received for 1.5 x keepalive), not by TCP.
+    assert "dead link" in reason, reason
