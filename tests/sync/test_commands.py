@@ -150,3 +150,16 @@ async def test_bad_commands_are_refused_with_a_reason(
                 await asyncio.sleep(0.1)
         # still alive and answering
         assert (await ioc.send("ping", ioc.sign("ping")))["ok"]
+
+
+async def test_hmac_signed_commands(
+    broker: Broker, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    secret = b"per-node-secret-0123456789"
+    async with node_and_ioc(broker, tmp_path, keys, hmac_key=secret.decode()) as ioc:
+        good = sign_command(node=NODE, verb="ping", hmac_key=secret)
+        assert (await ioc.send("ping", good))["ok"]
+        wrong = sign_command(node=NODE, verb="ping", hmac_key=b"another-nodes-key")
+        assert (await ioc.send("ping", wrong))["error"]["code"] == "bad_signature"
+        # the Ed25519 key configured beside it still works
+        assert (await ioc.send("ping", ioc.sign("ping")))["ok"]

@@ -23,13 +23,14 @@ from tests.sync.conftest import (
 pytestmark = pytest.mark.asyncio
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_live_events_arrive_in_order_and_leave_the_outbox(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, protocol: str
 ) -> None:
     async with (
         open_outbox(tmp_path) as outbox,
         listening(broker, f"{PREFIX}/{DISTRICT}/{NODE}/data/#") as messages,
-        running_sync(mqtt_config(broker), outbox),
+        running_sync(mqtt_config(broker, protocol=protocol), outbox),
     ):
         seqs = []
         for _ in range(20):
