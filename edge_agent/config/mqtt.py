@@ -17,7 +17,9 @@ class TlsConfig(Section):
         description="CA bundle that signs the broker certificate (PEM); system CAs when unset.",
     )
     cert_file: Path | None = Field(
-        default=None, description="Client certificate for mutual TLS (PEM); re-read on reconnect."
+        default=None,
+        description="Client certificate for mutual TLS (PEM); re-read on reconnect. A relative"
+        " name is looked up in $CREDENTIALS_DIRECTORY first (systemd LoadCredential).",
     )
     key_file: Path | None = Field(
         default=None, description="Private key of the client certificate (PEM); re-read too."

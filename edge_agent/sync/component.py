@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -36,6 +37,16 @@ class NodeInfo:
     capabilities: tuple[str, ...] = ()
 
 
+def credential_path(path: Path | None) -> Path | None:
+    """A relative TLS path names a systemd credential (`LoadCredential=node.key:...`) when
+    `$CREDENTIALS_DIRECTORY` holds it; otherwise it is taken as it is."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if path is None or path.is_absolute() or not directory:
+        return path
+    candidate = Path(directory) / path
+    return candidate if candidate.exists() else path
+
+
 def link_options(config: MqttConfig, node_id: str) -> LinkOptions:
     return LinkOptions(
         host=config.host,
@@ -48,9 +59,9 @@ def link_options(config: MqttConfig, node_id: str) -> LinkOptions:
         username=config.username,
         password=config.password.get_secret_value() if config.password else None,
         tls=config.tls.enabled,
-        ca_file=config.tls.ca_file,
-        cert_file=config.tls.cert_file,
-        key_file=config.tls.key_file,
+        ca_file=credential_path(config.tls.ca_file),
+        cert_file=credential_path(config.tls.cert_file),
+        key_file=credential_path(config.tls.key_file),
         max_inflight=config.inflight_window,
     )
 

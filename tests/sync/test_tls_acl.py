@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,6 @@ from tests.sync.conftest import (
     running_sync,
 )
 from tests.sync.pki import Authority, mtls_broker_config
-
-pytestmark = pytest.mark.asyncio
 
 
 def tls_options(broker: Broker, ca: Authority, cert: Path, key: Path, cid: str) -> LinkOptions:
@@ -53,6 +52,7 @@ def ca(tmp_path: Path) -> Authority:
     return Authority(tmp_path / "pki")
 
 
+@pytest.mark.asyncio
 async def test_mtls_valid_expired_and_foreign_certificates(
     broker: Broker, ca: Authority, tmp_path: Path
 ) -> None:
@@ -73,6 +73,7 @@ async def test_mtls_valid_expired_and_foreign_certificates(
         assert reason in str(refused.value).lower(), str(refused.value)
 
 
+@pytest.mark.asyncio
 async def test_rotated_certificate_files_are_used_without_restart(
     broker: Broker, ca: Authority, tmp_path: Path
 ) -> None:
@@ -94,6 +95,7 @@ async def test_rotated_certificate_files_are_used_without_restart(
         await eventually(lambda: sync.health.state is State.OK)
 
 
+@pytest.mark.asyncio
 async def test_documented_acl_keeps_nodes_apart(
     broker: Broker, ca: Authority, tmp_path: Path
 ) -> None:
@@ -137,3 +139,34 @@ async def test_documented_acl_keeps_nodes_apart(
     assert [m.payload for m in seen["a"]] == [b"for-a"]
     assert [m.payload for m in seen["b"]] == [b"for-b"]
     assert not [m for m in seen["ioc"] if m.payload == b"forged"]
+
+
+@pytest.mark.asyncio
+async def test_username_and_password(broker: Broker, tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), NODE, "s3cret-pass"], check=True)
+    # the fixture's own line allows anonymous clients; a later line wins in mosquitto
+    broker.extra_config = f"user root\npassword_file {passwd}\nallow_anonymous false"
+    broker.restart()
+    async with open_outbox(tmp_path) as outbox:
+        good = mqtt_config(broker, username=NODE, password="s3cret-pass")
+        async with running_sync(good, outbox) as sync:
+            await eventually(lambda: sync.health.state is State.OK)
+        bad = mqtt_config(broker, username=NODE, password="wrong")
+        async with running_sync(bad, outbox) as sync:
+            await eventually(lambda: sync.health.counters.get("connect_failures", 0) >= 1)
+            assert "refused" in sync.health.last_error
+
+
+def test_relative_tls_paths_are_systemd_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_agent.config import MqttConfig
+    from edge_agent.sync.component import link_options
+
+    (tmp_path / "node.key").write_text("key")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    config = MqttConfig(tls={"enabled": True, "cert_file": "node.crt", "key_file": "node.key"})
+    options = link_options(config, "n1")
+    assert options.key_file == tmp_path / "node.key"
+    assert options.cert_file == Path("node.crt")  # not a credential: left as written
