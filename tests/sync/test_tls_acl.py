@@ -144,7 +144,8 @@ async def test_documented_acl_keeps_nodes_apart(
 @pytest.mark.asyncio
 async def test_username_and_password(broker: Broker, tmp_path: Path) -> None:
     passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), NODE, "s3cret-pass"], check=True)
+    command = ["mosquitto_passwd", "-b", "-c", str(passwd), NODE, "s3cret-pass"]
+    await asyncio.to_thread(subprocess.run, command, check=True)
     # the fixture's own line allows anonymous clients; a later line wins in mosquitto
     broker.extra_config = f"user root\npassword_file {passwd}\nallow_anonymous false"
     broker.restart()
