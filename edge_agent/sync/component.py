@@ -199,7 +199,9 @@ class Sync:
         assert self.publisher is not None
         delays = backoff_delays(self.config.backoff_min_s, self.config.backoff_max_s)
         while True:
-            self.health.beat(max(self.config.backoff_max_s, 30.0) + self.config.connect_timeout_s)
+            # The watchdog promise covers the slowest honest turn: a connect attempt, then a
+            # birth that waits for its PUBACK until the link is declared dead.
+            self.health.beat(self.config.connect_timeout_s + 1.5 * self.config.keepalive_s)
             link = Link(
                 link_options(self.config, self.node.id),
                 will=Will(self.topics.status, self._status_payload("offline", reason="will")),
@@ -220,7 +222,7 @@ class Sync:
                 if self.health.set_state(State.DEGRADED, "broker unreachable", error=str(exc)):
                     log.warning("broker %s unreachable: %s (retrying)", self._where(), exc)
                 self.health.count("connect_failures")
-                await asyncio.sleep(next(delays))
+                await self._pause(next(delays))
                 continue
             self.link = link
             delays = backoff_delays(self.config.backoff_min_s, self.config.backoff_max_s)
@@ -231,7 +233,11 @@ class Sync:
             self.link = None
             if self.health.set_state(State.DEGRADED, "broker unreachable", error=reason):
                 log.warning("link to %s lost: %s (reconnecting)", self._where(), reason)
-            await asyncio.sleep(next(delays))
+            await self._pause(next(delays))
+
+    async def _pause(self, seconds: float) -> None:
+        self.health.beat(seconds + 5.0)
+        await asyncio.sleep(seconds)
 
     async def _serve(self, link: Link) -> str:
         assert self.publisher is not None
