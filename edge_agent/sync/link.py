@@ -169,6 +169,11 @@ class Link:
     # -- socket plumbing --------------------------------------------------------------
 
     def _socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        if self.closed.done():
+            # connect() finished in its thread after we gave up on it (timeout, cancel)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
         self._sock = sock
         self._fd = sock.fileno()
         self._loop.add_reader(self._fd, self._readable)
