@@ -317,6 +317,7 @@ async def main(args: argparse.Namespace) -> None:
                     inflight_window=args.window,
                     compression="zstd",
                     batch_max_events=args.batch,
+                    batch_inflight_window=args.batch_window,
                 )
             backlog_rate = args.events / seconds
             topic = f"ioc/v1/{DISTRICT}/{NODE}/data/aq-1"
@@ -383,6 +384,7 @@ if __name__ == "__main__":
     parser.add_argument("--live-events", type=int, default=20_000, help="live drain size")
     parser.add_argument("--window", type=int, default=20, help="in-flight window")
     parser.add_argument("--batch", type=int, default=500, help="events per batch message")
+    parser.add_argument("--batch-window", type=int, default=4, help="batches in flight")
     parser.add_argument("--latency-events", type=int, default=1000, help="latency samples")
     parser.add_argument("--latency-rate", type=float, default=200.0, help="events/s while live")
     asyncio.run(main(parser.parse_args()))

@@ -115,6 +115,7 @@ class Publisher:
         self._inflight: dict[int, Sequence[int]] = {}
         self._to_ack: list[int] = []
         self._rejected: list[int] = []
+        self._prefetch: asyncio.Future[Sequence[Row]] | None = None
         self._space = asyncio.Event()
         self._acks_ready = asyncio.Event()
         self.stats = {"messages": 0, "batches": 0, "events": 0, "bytes": 0}
@@ -148,6 +149,8 @@ class Publisher:
 
     async def drain(self, link: Link) -> None:
         buffer: deque[Row] = deque()
+        # This publisher is the only claimer: rows a previous link left claimed are free.
+        self.outbox.release()
         acker = asyncio.create_task(self._acker(), name="sync-acker")
         try:
             while not link.closed.done():
@@ -163,7 +166,7 @@ class Publisher:
                     await _wait_any(self._space.wait(), link.closed, timeout=1.0)
                     continue
                 if not buffer:
-                    rows = await self.outbox.claim(self._claim_size())
+                    rows = await self._claim()
                     if not rows:
                         self.health.set_facts(inflight=len(self._inflight), mode="live")
                         await _wait_any(
@@ -188,6 +191,12 @@ class Publisher:
                 raise
             log.debug("publish stopped: %s", exc)
         finally:
+            prefetch, self._prefetch = self._prefetch, None
+            if prefetch is not None:
+                # Never cancel a claim: its thread would still mark rows as claimed after
+                # the release below. Wait for it instead (it is one short query).
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(prefetch)
             acker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await acker
@@ -200,6 +209,14 @@ class Publisher:
                 self._rejected.clear()
                 self.outbox.release()
                 self.health.set_facts(inflight=0)
+
+    async def _claim(self) -> Sequence[Row]:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            rows = await prefetch
+            if rows:
+                return rows
+        return await self.outbox.claim(self._claim_size())
 
     def _claim_size(self) -> int:
         if self.batch_max > 1:
@@ -216,6 +233,9 @@ class Publisher:
         )
         self._inflight[mid] = tuple(r.seq for r in rows)
         self._batches_inflight += 1
+        if self._prefetch is None:
+            # Backlog: fetch the next batch while this one is on the wire.
+            self._prefetch = asyncio.ensure_future(self.outbox.claim(self._claim_size()))
         self.stats["messages"] += 1
         self.stats["batches"] += 1
         self.stats["events"] += len(rows)
