@@ -9,11 +9,13 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from edge_agent import __version__
-from edge_agent.config import Settings, config_hash
+from edge_agent.config import Settings, config_hash, effective_config
+from edge_agent.config.editing import edit_config, restore_backup
 from edge_agent.contract import Kind
 from edge_agent.errors import CameraError, EdgeAgentError
 from edge_agent.health import HealthRegistry, State, host_snapshot
@@ -24,6 +26,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.sensors.base import Poller
 from edge_agent.sensors.camera import Capture
 from edge_agent.sensors.registry import build_driver
+from edge_agent.sync import Applied, NodeInfo, Sync
 from edge_agent.web.server import StatusServer
 
 log = logging.getLogger(__name__)
@@ -53,11 +56,50 @@ class _StopRequested(Exception):
     pass
 
 
+class _RestartRequested(Exception):
+    pass
+
+
+class AgentCommands:
+    """What remote commands act on: the agent's own status, config and components."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def status(self) -> dict[str, Any]:
+        return self.agent.status()
+
+    def config_get(self) -> dict[str, Any]:
+        return effective_config(self.agent.settings)
+
+    async def config_set(self, changes: dict[str, Any]) -> Applied:
+        path = self.agent.config_path
+        if path is None:
+            raise ValueError("this node runs on the embedded default; start it with --config")
+        settings = await asyncio.to_thread(edit_config, path, changes)
+        return Applied(
+            {"changed": sorted(changes), "config_hash": config_hash(settings), "restart": True},
+            then=lambda: self.agent.request_restart(settings),
+        )
+
+    async def snapshot(self, camera: str) -> bytes:
+        if camera not in self.agent.captures:
+            known = ", ".join(sorted(self.agent.captures)) or "none"
+            raise LookupError(f"no camera named {camera!r} (configured: {known})")
+        return await self.agent.camera_snapshot(camera)
+
+    async def outbox_stats(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.agent.outbox.stats)
+
+
 class Agent:
     """One agent: its components in dependency order, and the health registry they report to."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, config_path: Path | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path
+        self.restart_to: Settings | None = None
+        self.restart_requested = asyncio.Event()
         self.registry = HealthRegistry()
         self.notifier = Notifier()
         self.config_hash = config_hash(settings)
@@ -111,11 +153,32 @@ class Agent:
                     snapshots=snapshots,
                 )
             )
+        if settings.mqtt.enabled:
+            self.sync = Sync(
+                settings.mqtt,
+                node=NodeInfo(
+                    settings.node.id,
+                    settings.node.district,
+                    __version__,
+                    self.config_hash,
+                    capabilities=("sensors", "commands", "batches"),
+                ),
+                outbox=self.outbox,
+                handlers=AgentCommands(self),
+                health=self.registry.register("sync", kind="sync"),
+                state_dir=state_dir,
+            )
+            self.components.append(self.sync)
         if settings.web.enabled:
             self.web = StatusServer(
                 settings.web, status=self.status, health=self.registry.register("web", kind="web")
             )
             self.components.append(self.web)
+
+    def request_restart(self, settings: Settings) -> None:
+        """Restart the components with `settings` (after a validated `config.set`)."""
+        self.restart_to = settings
+        self.restart_requested.set()
 
     async def _to_outbox(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
         await self.outbox.put(kind, data, stream=stream, ts=ts)
@@ -176,27 +239,61 @@ async def _watchdog(agent: Agent, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-async def run_agent(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until a component fails for good (exit 1)."""
+async def run_agent(settings: Settings, *, config_path: Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until a component fails for good (exit 1).
+
+    A validated `config.set` restarts every component (the outbox too: it reopens in
+    milliseconds and keeps every row) with the new settings; if they fail to start, the
+    previous file and settings are restored and started again."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    agent = Agent(settings)
+    previous: Settings | None = None
+    try:
+        while True:
+            agent = Agent(settings, config_path=config_path)
+            outcome, exit_code = await _run_generation(agent, stop, trial=previous is not None)
+            if outcome == "restart" and agent.restart_to is not None:
+                log.info("configuration changed: restarting components")
+                previous, settings = settings, agent.restart_to
+                continue
+            if outcome == "start_failed" and previous is not None and config_path is not None:
+                log.error("new configuration failed to start; rolling back to the previous one")
+                restore_backup(config_path)
+                settings, previous = previous, None
+                continue
+            return exit_code
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _run_generation(agent: Agent, stop: asyncio.Event, *, trial: bool) -> tuple[str, int]:
+    """Enter, run and close one set of components: ("stop" | "restart" | "start_failed", code)."""
     stack = contextlib.AsyncExitStack()
     exit_code = 0
+    outcome = "stop"
+    entering = True
     try:
         for component in agent.components:
             await stack.enter_async_context(_entered(component))
             if stop.is_set():
                 raise _StopRequested
+        entering = False
         agent.notifier.ready(f"running {len(agent.components)} components")
-        log.info("edge-agent %s running as node %s", __version__, settings.node.id)
+        log.info("edge-agent %s running as node %s", __version__, agent.settings.node.id)
 
         async def stopper() -> None:
-            await stop.wait()
-            log.info("stop requested, shutting down")
-            raise _StopRequested
+            stop_wait = asyncio.ensure_future(stop.wait())
+            restart_wait = asyncio.ensure_future(agent.restart_requested.wait())
+            await asyncio.wait([stop_wait, restart_wait], return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            restart_wait.cancel()
+            if stop.is_set():
+                log.info("stop requested, shutting down")
+                raise _StopRequested
+            raise _RestartRequested
 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(stopper(), name="stopper")
@@ -207,6 +304,8 @@ async def run_agent(settings: Settings) -> int:
                     tg.create_task(component.run(), name=getattr(component, "name", "component"))
     except* _StopRequested:
         pass
+    except* _RestartRequested:
+        outcome = "restart"
     except* Exception as group:
         for exc in group.exceptions:
             if isinstance(exc, EdgeAgentError):
@@ -214,17 +313,19 @@ async def run_agent(settings: Settings) -> int:
             else:
                 log.error("fatal: %s", exc, exc_info=exc)
         exit_code = 1
+        if entering and trial:
+            outcome = "start_failed"
     finally:
-        agent.notifier.stopping()
+        if outcome != "restart":
+            agent.notifier.stopping()
         try:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
                 await stack.aclose()
         except TimeoutError:
             log.error("shutdown took longer than %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_S)
             exit_code = exit_code or 1
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
     for health in agent.registry:
         health.set_state(State.STOPPED)
-    log.info("stopped")
-    return exit_code
+    if outcome == "stop":
+        log.info("stopped")
+    return outcome, exit_code

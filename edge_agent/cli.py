@@ -57,11 +57,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.app import run_agent
-    from edge_agent.config import load_settings
+    from edge_agent.config import DEFAULT_CONFIG_PATH, load_settings
 
     settings = load_settings(args.config)
     configure_logging(args.log_level or settings.logging.level, settings.logging.format)
-    return asyncio.run(run_agent(settings))
+    path = args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    return asyncio.run(run_agent(settings, config_path=path))
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -233,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="export events with seq greater than this (default 0: all pending)",
     )
     export.set_defaults(handler=cmd_outbox_export)
+
+    from edge_agent.ioc.cli import add_ioc_parser
+
+    add_ioc_parser(sub)
 
     version = sub.add_parser(
         "version", help="print the version", description="Print the edge-agent version."

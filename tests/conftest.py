@@ -82,6 +82,10 @@ class Broker:
             "log_type notice",
             self.extra_config,
         ]
+        if os.geteuid() == 0 and "user root" not in self.extra_config:
+            # As root mosquitto drops to its own user, which cannot write into pytest's tmp
+            # dirs: persistence and the log would fail silently.
+            lines.append("user root")
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:

@@ -1,0 +1,114 @@
+"""Links that drop: a 30 s outage while events keep coming, and a broker that forgets sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import pytest
+
+from edge_agent.ioc.receiver import Receiver, receive
+from tests.conftest import Broker
+from tests.sync.conftest import (
+    NODE,
+    PREFIX,
+    client_options,
+    eventually,
+    mqtt_config,
+    open_outbox,
+    put_readings,
+    receiving,
+    running_sync,
+)
+
+pytestmark = pytest.mark.asyncio
+
+OUTAGE_S = 30.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_outage_of_30_s_loses_nothing(broker: Broker, tmp_path: Path) -> None:
+    window, batch_max = 20, 50
+    # The broker must be able to save its sessions: run as root, mosquitto would drop to its
+    # own user, which cannot write into pytest's private tmp dir, and silently persist nothing.
+    broker.extra_config = "user root"
+    broker.restart()
+    receiver = Receiver(tmp_path / "ioc.sqlite3")
+    # A persistent receiver session: what the node sends before the receiver is back waits.
+    receiving_task = asyncio.create_task(
+        receive(client_options(broker, "ioc-receiver"), receiver, prefix=PREFIX)
+    )
+    config = mqtt_config(broker, inflight_window=window, batch_max_events=batch_max)
+    async with open_outbox(tmp_path) as outbox, running_sync(config, outbox) as sync:
+        await eventually(lambda: sync.link is not None)
+        produced = await put_readings(outbox, 50)
+        await eventually(lambda: receiver.count() == 50)
+
+        async def produce(seconds: float) -> None:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + seconds
+            while loop.time() < end:
+                produced.extend(await put_readings(outbox, 1))
+                await asyncio.sleep(0.02)
+
+        producer = asyncio.create_task(produce(OUTAGE_S))
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(broker.stop)
+        assert (broker.directory / "mosquitto.db").exists()  # the receiver's session is saved
+        await eventually(lambda: sync.health.state.value == "degraded")
+        await producer
+        during = outbox.stats()["pending_rows"]
+        await asyncio.to_thread(broker.start)
+        await eventually(lambda: receiver.count() == len(produced), timeout_s=60)
+        await eventually(lambda: outbox.stats()["pending_rows"] == 0)
+    receiving_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await receiving_task
+    assert during > 1000  # the outage really buffered: ~30 s at ~45 events/s
+    assert receiver.seqs(NODE, outbox.epoch) == produced
+    assert receiver.gaps() == {}
+    assert receiver.duplicates <= window * batch_max
+    receiver.close()
+
+
+async def test_broker_without_persistence_gets_everything_resent(
+    broker: Broker, tmp_path: Path
+) -> None:
+    broker.persistence = False
+    broker.restart()
+    # Rate-limited so that the broker goes away in the middle of the drain.
+    config = mqtt_config(
+        broker, rate_messages_per_s=100, batch_max_events=1, backoff_min_s=1.0, backoff_max_s=2.0
+    )
+    async with open_outbox(tmp_path) as outbox:
+        produced = await put_readings(outbox, 400)
+        received: set[int] = set()
+        async with running_sync(config, outbox) as sync:
+            async with receiving(broker) as first:
+                await eventually(lambda: first.count() > 50)
+                await asyncio.to_thread(broker.restart)
+                received.update(first.seqs(NODE, outbox.epoch))
+            assert 0 < len(received) < 400
+            async with receiving(broker) as second:
+                await eventually(lambda: outbox.stats()["pending_rows"] == 0, timeout_s=30)
+                await eventually(lambda: sync.link is not None)
+                received.update(second.seqs(NODE, outbox.epoch))
+    assert sorted(received) == produced
+
+
+async def test_a_silent_broker_is_detected_as_a_dead_link(broker: Broker) -> None:
+    from edge_agent.sync.link import Link
+
+    link = Link(client_options(broker, "frozen", keepalive_s=2))
+    await link.connect()
+    assert broker.process is not None
+    broker.process.send_signal(signal.SIGSTOP)  # the TCP link stays up, nothing answers
+    try:
+        reason = await link.closed
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    # Declared dead by our own rule (nothing received for 1.5 x keepalive), not by TCP.
+    assert "dead link" in reason, reason
