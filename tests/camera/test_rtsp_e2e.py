@@ -18,6 +18,7 @@ import pytest
 
 from tests.camera.conftest import RtspServer
 from tests.conftest import agent_command, agent_env
+from tests.sync.schema import validate
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +152,8 @@ points = [[0.0, 0.45], [1.0, 0.45]]
     assert events[-1]["kind"] == "count", events[-2:]
     lines = [e["data"] for e in events if e["kind"] == "count" and "line" in e["data"]]
     assert lines and all(set(c["crossings"]) == {"in", "out"} for c in lines)
+    # Everything the camera pipeline committed follows the published contract, kind by kind.
+    kinds = {e["kind"] for e in events}
+    assert {"camera", "detection", "count"} <= kinds
+    for event in events:
+        validate("envelope", event)

@@ -13,6 +13,7 @@ from edge_agent.contract import Envelope, Kind, Priority
 from edge_agent.errors import StorageError
 from edge_agent.health import State
 from tests.outbox.helpers import eventually, make_outbox, rows_in
+from tests.sync.schema import validate
 
 
 @pytest.mark.asyncio
@@ -129,6 +130,9 @@ async def test_quota_drops_oldest_lowest_priority_and_queues_a_gap(tmp_path: Pat
         assert sum(g["count"] for g in gaps) == len(dropped) == stats["dropped_quota"]
         assert {g["reason"] for g in gaps} == {"quota"}
         assert {g["priority"] for g in gaps} == {"health"}
+        for _, kind, envelope in rows.values():
+            if kind == "gap":
+                validate("envelope", envelope)
         # Gaps travel with alert priority, ahead of every reading.
         first = await outbox.claim(1 + len(gaps))
         assert [r.kind for r in first] == ["alert"] + ["gap"] * len(gaps)

@@ -12,6 +12,7 @@ import pytest
 from edge_agent.contract import Kind
 from edge_agent.health import State
 from tests.outbox.helpers import integrity, make_outbox, quarantined_files
+from tests.sync.schema import validate
 
 PAGE = 4096
 
@@ -70,6 +71,8 @@ async def test_corrupt_file_is_quarantined_and_reported(tmp_path: Path, damage: 
         assert alert["quarantined_file"] == moved[0].name
         assert gap["reason"] == "corrupt"
         assert json.loads(rows[0].payload)["epoch"] == outbox.epoch
+        for row in rows:  # what the IOC receives follows the published contract
+            validate("envelope", json.loads(row.payload))
 
         # And it simply goes on working.
         seq = await outbox.put(Kind.READING, {"after": True}, stream="s")
