@@ -125,6 +125,34 @@ def check(conn: sqlite3.Connection) -> str | None:
     return None if rows == ["ok"] else "; ".join(str(r) for r in rows[:5])
 
 
+def foreign(path: Path) -> str | None:
+    """What is wrong when `path` is a sound SQLite file that is not an outbox of ours.
+
+    Migrating such a file would fail or, worse, mix someone else's rows into the feed, so it
+    is set aside like a damaged one. Read-only, so the file is quarantined byte for byte.
+    """
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+    except sqlite3.Error:
+        return None  # damaged or not SQLite: the quick check below says so
+    finally:
+        conn.close()
+    if tables and "_migrations" not in tables:
+        return f"not an edge-agent outbox (tables: {', '.join(sorted(tables))})"
+    return None
+
+
 @dataclass(frozen=True)
 class Quarantined:
     """A corrupt file moved aside: where it went, why, and what could still be read of it."""
@@ -179,31 +207,33 @@ def open_database(
     path.parent.mkdir(parents=True, exist_ok=True)
     quarantined = None
     for attempt in range(2):
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = connect(
-                path,
-                synchronous=synchronous,
-                max_file_bytes=max_file_bytes,
-                reserve_bytes=reserve_bytes,
-            )
-            problem = check(conn)
-            if problem is None:
-                migrate(conn)
-                return conn, quarantined
-        except sqlite3.DatabaseError as exc:
-            if attempt or not path.exists() or not is_corrupt(exc):
-                if conn is not None:
-                    conn.close()
-                raise
-            problem = str(exc)
-        if conn is not None:
-            conn.close()
+        problem = None if attempt else foreign(path)
+        if problem is None:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = connect(
+                    path,
+                    synchronous=synchronous,
+                    max_file_bytes=max_file_bytes,
+                    reserve_bytes=reserve_bytes,
+                )
+                problem = check(conn)
+                if problem is None:
+                    migrate(conn)
+                    return conn, quarantined
+            except sqlite3.DatabaseError as exc:
+                if attempt or not path.exists() or not is_corrupt(exc):
+                    if conn is not None:
+                        conn.close()
+                    raise
+                problem = str(exc)
+            if conn is not None:
+                conn.close()
         if attempt:
             raise sqlite3.DatabaseError(f"fresh outbox fails its check: {problem}")
         quarantined = quarantine(path, problem)
         log.error(
-            "outbox %s is corrupt (%s): moved to %s, starting a fresh one with a new epoch",
+            "outbox %s is unusable (%s): moved to %s, starting a fresh one with a new epoch",
             path,
             problem,
             quarantined.moved_to,

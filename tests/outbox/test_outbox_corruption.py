@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,22 @@ def _not_sqlite(path: Path) -> None:
     path.write_text("these are not the rows you are looking for\n" * 200)
 
 
+def _foreign_sqlite(path: Path) -> None:
+    # A sound SQLite file that some other program (or an older layout) left in our place.
+    path.unlink()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+        "INSERT INTO meta VALUES ('epoch', 'foreign');"
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload BLOB);"
+    )
+    conn.close()
+
+
 @pytest.mark.asyncio
-@pytest.mark.parametrize("damage", [_truncate, _scribble, _not_sqlite], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "damage", [_truncate, _scribble, _not_sqlite, _foreign_sqlite], ids=lambda f: f.__name__
+)
 async def test_corrupt_file_is_quarantined_and_reported(tmp_path: Path, damage: object) -> None:
     path = tmp_path / "outbox.sqlite3"
     old_epoch, _ = await _filled(path)
