@@ -144,11 +144,15 @@ def foreign(path: Path) -> str | None:
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             )
         }
+        # Our first migration creates the tables and records itself in one transaction.
+        recorded = "_migrations" in tables and bool(
+            conn.execute("SELECT 1 FROM _migrations LIMIT 1").fetchone()
+        )
     except sqlite3.Error:
         return None  # damaged or not SQLite: the quick check below says so
     finally:
         conn.close()
-    if tables and "_migrations" not in tables:
+    if tables - {"_migrations"} and not recorded:
         return f"not an edge-agent outbox (tables: {', '.join(sorted(tables))})"
     return None
 

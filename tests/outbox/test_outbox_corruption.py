@@ -52,6 +52,7 @@ def _foreign_sqlite(path: Path) -> None:
     path.unlink()
     conn = sqlite3.connect(path)
     conn.executescript(
+        "CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL);"
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
         "INSERT INTO meta VALUES ('epoch', 'foreign');"
         "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload BLOB);"
