@@ -119,7 +119,7 @@ class MqttConfig(Section):
         description="Batch messages awaiting PUBACK at once (each carries many events).",
     )
     compression: Literal["none", "zstd"] = Field(
-        default="zstd", description="Compression of batch messages (zstd needs the extra)."
+        default="zstd", description="Compression of batch messages."
     )
     rate_messages_per_s: float = Field(
         default=200.0, ge=0, description="Token-bucket cap on messages/s (0 = no cap)."

@@ -116,7 +116,7 @@ class Sync:
 
                 raise DependencyMissingError(
                     "mqtt.compression = 'zstd' needs the zstandard package:"
-                    " pip install 'edge-agent[compression]'"
+                    " pip install zstandard, or set mqtt.compression = 'none'"
                 ) from None
         self.processor = CommandProcessor(
             node=self.node.id,
