@@ -193,7 +193,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="backlog size")
     parser.add_argument("--sample", type=int, default=50_000, help="rows per rate measurement")
     parser.add_argument("--dir", type=Path, default=None, help="where the files go (temp dir)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        # Flags given explicitly still win over the quick sizes.
+        parser.set_defaults(rows=20_000, sample=5_000)
+        args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         asyncio.run(measure(Path(directory), args.rows, args.sample))
 
