@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -61,6 +63,8 @@ class Outbox:
         self.health = health
         self.store = Store(path, node=node, config=config, clock=clock)
         self._writer: Writer | None = None
+        # Claims run here, on the store's read connection: never queued behind commits.
+        self._claimer: ThreadPoolExecutor | None = None
         self._new_rows = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_queued_puts)
         self._queued = 0
@@ -80,6 +84,7 @@ class Outbox:
         )
         writer.start()
         self._writer = writer
+        self._claimer = ThreadPoolExecutor(1, thread_name_prefix="outbox-claim")
         try:
             result = await writer.call(self.store.open)
             if isinstance(result, BaseException):
@@ -115,11 +120,15 @@ class Outbox:
 
     async def _stop(self) -> None:
         writer, self._writer = self._writer, None
+        claimer, self._claimer = self._claimer, None
         if writer is None:
             return
         done = asyncio.get_running_loop().create_future()
 
         def stop() -> None:
+            if claimer is not None:
+                # No claim may still read when the writer thread closes the connections.
+                claimer.shutdown(wait=True, cancel_futures=True)
             writer.stop(STOP_TIMEOUT_S)
             done.get_loop().call_soon_threadsafe(
                 lambda: None if done.done() else done.set_result(None)
@@ -230,12 +239,18 @@ class Outbox:
 
     async def claim(self, limit: int) -> list[OutboxRow]:
         """The oldest pending rows in (priority, seq) order not already claimed."""
-        rows: list[OutboxRow] | BaseException = await self._require().call(
-            lambda: self.store.claim(limit)
-        )
-        if isinstance(rows, BaseException):
-            raise rows
-        return rows
+        writer = self._require()
+        if self._claimer is None:
+            raise StorageError("outbox is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._claimer, self.store.claim, limit
+            )
+        except sqlite3.Error as exc:
+            writer.note_error(exc)
+            raise StorageError(f"outbox read failed: {exc}") from exc
+        except RuntimeError as exc:  # the executor was shut down: the outbox is closing
+            raise StorageError("outbox is closed") from exc
 
     def release(self, seqs: Sequence[int] | None = None) -> None:
         """Give claimed rows back (link lost before their ack): they will be claimed again."""
