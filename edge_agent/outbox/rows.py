@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from edge_agent.outbox.encode import encode_data
-
 
 class OutboxRow(NamedTuple):
     """One pending event: `payload` is the encoded envelope, ready to publish.
@@ -22,23 +20,18 @@ class OutboxRow(NamedTuple):
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event to store; `body` is `data` already encoded (by the producer's thread)."""
+class NewEvent(NamedTuple):
+    """An event to store. `tail` is its envelope after the seq (`TailEncoder`), built by
+    the producer's thread; without it the writer encodes `data` itself.
+
+    A named tuple for the same reason as OutboxRow: put_many builds one per event."""
 
     kind: str
     stream: str
     ts: float
     data: dict[str, Any]
     priority: int
-    body: bytes | None = None
-
-    @classmethod
-    def encoded(
-        cls, kind: str, stream: str, ts: float, data: dict[str, Any], priority: int
-    ) -> NewEvent:
-        """Encode `data` now; raises ContractError (NaN, not JSON) before anything queues."""
-        return cls(kind, stream, ts, data, priority, encode_data(data))
+    tail: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from edge_agent.config.outbox import OutboxConfig
 from edge_agent.contract import PRIORITY_OF_KIND, ContractError, Kind, Priority
 from edge_agent.errors import StorageError
 from edge_agent.health import ComponentHealth, State
+from edge_agent.outbox.encode import TailEncoder, encode_data
 from edge_agent.outbox.rows import NewEvent, OutboxRow
 from edge_agent.outbox.store import Store
 from edge_agent.outbox.writer import AckJob, PutJob, Writer
@@ -31,6 +32,7 @@ EventSpec = tuple[Kind | str, dict[str, Any], str, float | None, Priority | None
 
 
 _PRIORITY: dict[str, int] = {str(k): int(p) for k, p in PRIORITY_OF_KIND.items()}
+_new_tuple = tuple.__new__
 
 
 def priority_of(kind: Kind | str) -> int:
@@ -63,6 +65,11 @@ class Outbox:
         self.health = health
         self.store = Store(path, node=node, config=config, clock=clock)
         self._writer: Writer | None = None
+        # Used on the event loop only: the envelope tails, and the last kind seen.
+        self._tails = TailEncoder()
+        self._kind: Kind | str | None = None
+        self._kind_name = ""
+        self._kind_priority = int(Priority.EVENT)
         # Claims run here, on the store's read connection: never queued behind commits.
         self._claimer: ThreadPoolExecutor | None = None
         self._new_rows = asyncio.Event()
@@ -187,13 +194,17 @@ class Outbox:
         queued.
         """
         now = time.time()
+        event = self._event
         batch = [
-            self._event(kind, data, stream, now if ts is None else ts, priority)
+            event(kind, data, stream, now if ts is None else ts, priority)
             for kind, data, stream, ts, priority in events
         ]
         if not batch:
             return []
         results = await self._submit(batch)
+        if all(type(r) is int for r in results):
+            self.health.progress("written", len(results))
+            return results  # type: ignore[return-value]
         seqs = [r for r in results if isinstance(r, int)]
         self.health.progress("written", len(seqs))
         for result in results:
@@ -210,19 +221,28 @@ class Outbox:
         ts: float,
         priority: Priority | None,
     ) -> NewEvent:
-        prio = priority_of(kind) if priority is None else int(priority)
         try:
-            event = NewEvent.encoded(str(kind), stream, ts, data, prio)
+            body = encode_data(data)
         except (ContractError, TypeError, ValueError) as exc:
             self.health.count("refused")
             raise StorageError(f"{kind} event on stream {stream} not stored: {exc}") from exc
-        if event.body is not None and len(event.body) > self.store.max_event_bytes:
+        if len(body) > self.store.max_event_bytes:
             self.health.count("refused")
             raise StorageError(
-                f"{kind} event on stream {stream} of {len(event.body)} bytes exceeds the"
+                f"{kind} event on stream {stream} of {len(body)} bytes exceeds the"
                 f" largest allowed ({self.store.max_event_bytes}, a quarter of outbox.max_bytes)"
             )
-        return event
+        if kind is not self._kind:
+            # Kinds are enum members, whose hash and str are Python code: once per run of
+            # events of the same kind, not once per event.
+            self._kind, self._kind_name = kind, str(kind)
+            self._kind_priority = _PRIORITY.get(self._kind_name, Priority.EVENT)
+        name = self._kind_name
+        prio = self._kind_priority if priority is None else int(priority)
+        # tuple.__new__ straight: a named tuple's own __new__ is a Python function.
+        return _new_tuple(
+            NewEvent, (name, stream, ts, data, prio, self._tails.tail(ts, name, body))
+        )
 
     async def _submit(self, batch: list[NewEvent]) -> list[int | BaseException]:
         writer = self._require()

@@ -180,14 +180,43 @@ class Store:
         self, db: sqlite3.Connection, events: Sequence[NewEvent]
     ) -> list[int | BaseException]:
         now = self.clock()
-        rows = []
-        results: list[int | BaseException] = []
-        size = 0
         seq = self._next_seq
+        splice = self._encoder.splice
+        # The envelope around a tail: the prefix and at most 20 digits of seq.
+        room = self.max_event_bytes - len(self._encoder.prefix) - 20
+        if all(e.tail is not None and len(e.tail) <= room for e in events):
+            # The producers built every tail and none can be too big: only the seq to splice.
+            seqs = range(seq, seq + len(events))
+            rows = [
+                (s, e.priority, e.ts, now, e.kind, e.stream, splice(s, e.tail))  # type: ignore[arg-type]
+                for s, e in zip(seqs, events, strict=True)
+            ]
+            results: list[int | BaseException] = list(seqs)
+            seq += len(rows)
+        else:
+            rows, results, seq = self._encode_each(events, seq, now)
+        if rows:
+            db.executemany(_INSERT, rows)
+        size = sum(len(r[6]) for r in rows)
+        with self._stats_lock:
+            self._next_seq = seq
+            self._totals["pending_rows"] += len(rows)
+            self._totals["pending_bytes"] += size
+            self._totals["written"] += len(rows)
+        return results
+
+    def _encode_each(
+        self, events: Sequence[NewEvent], seq: int, now: float
+    ) -> tuple[list[tuple[Any, ...]], list[int | BaseException], int]:
+        """Rows for events one at a time, refusing the ones that cannot be stored."""
+        rows: list[tuple[Any, ...]] = []
+        results: list[int | BaseException] = []
         for event in events:
             try:
-                body = dumps(event.data) if event.body is None else event.body
-                blob = self._encoder.encode(seq, event.ts, event.kind, body)
+                if event.tail is None:
+                    blob = self._encoder.encode(seq, event.ts, event.kind, dumps(event.data))
+                else:
+                    blob = self._encoder.splice(seq, event.tail)
             except (ContractError, TypeError, ValueError) as exc:
                 results.append(
                     StorageError(f"{event.kind} event on stream {event.stream} not stored: {exc}")
@@ -203,16 +232,8 @@ class Store:
                 continue
             rows.append((seq, event.priority, event.ts, now, event.kind, event.stream, blob))
             results.append(seq)
-            size += len(blob)
             seq += 1
-        if rows:
-            db.executemany(_INSERT, rows)
-        with self._stats_lock:
-            self._next_seq = seq
-            self._totals["pending_rows"] += len(rows)
-            self._totals["pending_bytes"] += size
-            self._totals["written"] += len(rows)
-        return results
+        return rows, results, seq
 
     def _delete(self, db: sqlite3.Connection, seqs: Sequence[int]) -> None:
         """Delete sorted, distinct seqs; a backlog's acks are runs of consecutive seqs,
