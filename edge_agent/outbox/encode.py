@@ -31,10 +31,21 @@ _C_ENCODE: Callable[[Any, int], Sequence[str]] | None = (
 
 def encode_data(data: dict[str, Any]) -> bytes:
     """`contract.dumps(data)`: the same bytes and the same ContractError for NaN."""
+    return _utf8(_encode_text(data))
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate: not valid in UTF-8 JSON
+        raise ContractError(str(exc)) from exc
+
+
+def _encode_text(data: dict[str, Any]) -> str:
     try:
         if _C_ENCODE is None or not isinstance(data, dict):
-            return _JSON.encode(data).encode()
-        return "".join(_C_ENCODE(data, 0)).encode()
+            return _JSON.encode(data)
+        return "".join(_C_ENCODE(data, 0))
     except ValueError as exc:
         raise ContractError(str(exc)) from exc
     except RecursionError as exc:
@@ -70,21 +81,35 @@ class TailEncoder:
     knows, so it builds this on its own thread and the writer only splices in the seq."""
 
     def __init__(self) -> None:
-        self._kinds: dict[str, bytes] = {}
-        # The events of one burst share their timestamp: its text is built once.
+        self._kinds: dict[str, str] = {}
+        # The events of one burst share their timestamp and kind: their text is built once.
         self._ts = math.nan
-        self._iso = b""
+        self._kind = ""
+        self._head = ""
 
     def tail(self, ts: float, kind: str, body: bytes) -> bytes:
+        """The tail of an event whose `data` is already encoded as `body`."""
+        return _utf8(self._head_of(ts, kind)) + body + b"}"
+
+    def encode(self, ts: float, kind: str, data: dict[str, Any]) -> bytes:
+        """The tail of an event, `data` encoded on the way (one UTF-8 pass for the whole).
+
+        Raises ContractError for data `contract.dumps` refuses."""
+        if ts == self._ts and kind == self._kind:  # the common case, inline
+            return _utf8(self._head + _encode_text(data) + "}")
+        return _utf8(self._head_of(ts, kind) + _encode_text(data) + "}")
+
+    def _head_of(self, ts: float, kind: str) -> str:
+        if ts == self._ts and kind == self._kind:
+            return self._head
         middle = self._kinds.get(kind)
         if middle is None:
             if len(self._kinds) > 256:
                 self._kinds.clear()
-            middle = self._kinds.setdefault(kind, b'","kind":' + dumps(kind) + b',"data":')
-        if ts != self._ts:
-            self._iso = iso_bytes(ts)
-            self._ts = ts
-        return b"".join((b',"ts":"', self._iso, middle, body, b"}"))
+            middle = self._kinds[kind] = '","kind":' + dumps(kind).decode() + ',"data":'
+        head = ',"ts":"' + iso_bytes(ts).decode() + middle
+        self._ts, self._kind, self._head = ts, kind, head
+        return head
 
 
 class EnvelopeEncoder:

@@ -17,7 +17,7 @@ from edge_agent.config.outbox import OutboxConfig
 from edge_agent.contract import PRIORITY_OF_KIND, ContractError, Kind, Priority
 from edge_agent.errors import StorageError
 from edge_agent.health import ComponentHealth, State
-from edge_agent.outbox.encode import TailEncoder, encode_data
+from edge_agent.outbox.encode import TailEncoder
 from edge_agent.outbox.rows import NewEvent, OutboxRow
 from edge_agent.outbox.store import Store
 from edge_agent.outbox.writer import AckJob, PutJob, Writer
@@ -221,28 +221,26 @@ class Outbox:
         ts: float,
         priority: Priority | None,
     ) -> NewEvent:
-        try:
-            body = encode_data(data)
-        except (ContractError, TypeError, ValueError) as exc:
-            self.health.count("refused")
-            raise StorageError(f"{kind} event on stream {stream} not stored: {exc}") from exc
-        if len(body) > self.store.max_event_bytes:
-            self.health.count("refused")
-            raise StorageError(
-                f"{kind} event on stream {stream} of {len(body)} bytes exceeds the"
-                f" largest allowed ({self.store.max_event_bytes}, a quarter of outbox.max_bytes)"
-            )
         if kind is not self._kind:
             # Kinds are enum members, whose hash and str are Python code: once per run of
             # events of the same kind, not once per event.
             self._kind, self._kind_name = kind, str(kind)
             self._kind_priority = _PRIORITY.get(self._kind_name, Priority.EVENT)
         name = self._kind_name
+        try:
+            tail = self._tails.encode(ts, name, data)
+        except (ContractError, TypeError, ValueError) as exc:
+            self.health.count("refused")
+            raise StorageError(f"{kind} event on stream {stream} not stored: {exc}") from exc
+        if len(tail) > self.store.max_event_bytes:
+            self.health.count("refused")
+            raise StorageError(
+                f"{kind} event on stream {stream} of {len(tail)} bytes exceeds the"
+                f" largest allowed ({self.store.max_event_bytes}, a quarter of outbox.max_bytes)"
+            )
         prio = self._kind_priority if priority is None else int(priority)
         # tuple.__new__ straight: a named tuple's own __new__ is a Python function.
-        return _new_tuple(
-            NewEvent, (name, stream, ts, data, prio, self._tails.tail(ts, name, body))
-        )
+        return _new_tuple(NewEvent, (name, stream, ts, data, prio, tail))
 
     async def _submit(self, batch: list[NewEvent]) -> list[int | BaseException]:
         writer = self._require()

@@ -41,6 +41,7 @@ def test_spliced_envelope_equals_the_contract(
     # must follow each new event.
     tail = _TAILS.tail(ts, kind, encode_data(data))
     assert encoder.splice(seq, tail) == spliced
+    assert _TAILS.encode(ts, kind, data) == tail
 
 
 _TAILS = TailEncoder()
@@ -79,6 +80,10 @@ def test_data_that_refers_to_itself_is_refused_like_bad_json() -> None:
         encode_data(data)
     with pytest.raises(ContractError):
         encode_data(_nested(5000))
+    with pytest.raises(ContractError):
+        encode_data({"text": "\ud800"})
+    with pytest.raises(ContractError):
+        TailEncoder().encode(1.0, "reading", {"text": "\ud800"})
     assert encode_data({"after": "errors"}) == dumps({"after": "errors"})
 
 
