@@ -134,8 +134,9 @@ class Outbox:
 
         def stop() -> None:
             if claimer is not None:
-                # No claim may still read when the writer thread closes the connections.
-                claimer.shutdown(wait=True, cancel_futures=True)
+                # No claim may still read when the writer thread closes the connections; a
+                # queued one runs first (cancelling it would cancel its caller's task).
+                claimer.shutdown(wait=True)
             writer.stop(STOP_TIMEOUT_S)
             done.get_loop().call_soon_threadsafe(
                 lambda: None if done.done() else done.set_result(None)
