@@ -84,7 +84,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model-dir", type=Path, default=REPO / "models")
     parser.add_argument("--media-dir", type=Path, default=REPO / "media")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        # Flags given explicitly still win over the quick sizes.
+        parser.set_defaults(frames=10, rounds=1)
+        args = parser.parse_args()
 
     frames = read_frames(args.media_dir / "vtest.avi", args.frames)
     classes = args.model_dir / "coco.names"

@@ -35,37 +35,51 @@ def rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def raw_executemany(directory: Path, rows: int, *, encode: bool = False) -> float:
-    """Baseline: the same rows, one executemany in one transaction, same schema and pragmas;
-    with `encode`, the envelopes are encoded inside the timed part too."""
-    conn = connect(directory / f"raw-{encode}.sqlite3", synchronous="FULL", max_file_bytes=None)
-    migrate(conn)
-    now = time.time()
-    start = time.perf_counter()
-    encoded = [
-        (
-            seq,
-            int(Priority.READING),
-            now,
-            now,
-            "reading",
-            "aq",
-            Envelope("node", "epoch", seq, now, "reading", DATA).encode(),
+def raw_executemany(
+    directory: Path, rows: int, config: OutboxConfig, epoch: str, *, encode: bool = False
+) -> float:
+    """Baseline: the rows the outbox stores (same columns, same envelope bytes: same node and
+    epoch), one executemany in one transaction, same schema and pragmas; best of `REPEAT`.
+    With `encode`, the envelopes are encoded inside the timed part too."""
+    best = 0.0
+    for attempt in range(REPEAT):
+        path = directory / f"raw-{encode}-{attempt}.sqlite3"
+        conn = connect(
+            path,
+            synchronous=config.synchronous,
+            max_file_bytes=config.max_file_bytes,
+            reserve_bytes=config.disk_reserve_bytes,
         )
-        for seq in range(1, rows + 1)
-    ]
-    if not encode:
+        migrate(conn)
+        now = time.time()
         start = time.perf_counter()
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(
-        "INSERT INTO events (seq, priority, ts, created, kind, stream, payload)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        encoded,
-    )
-    conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return rows / elapsed
+        encoded = [
+            (
+                seq,
+                int(Priority.READING),
+                now,
+                now,
+                "reading",
+                "aq",
+                Envelope("node", epoch, seq, now, "reading", DATA).encode(),
+            )
+            for seq in range(1, rows + 1)
+        ]
+        if not encode:
+            start = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO events (seq, priority, ts, created, kind, stream, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            encoded,
+        )
+        conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        best = max(best, rows / elapsed)
+    return best
 
 
 async def ingest_put(outbox: Outbox, rows: int) -> float:
@@ -140,10 +154,6 @@ async def grow(outbox: Outbox, rows: int) -> tuple[int, int]:
 
 async def measure(directory: Path, rows: int, sample: int) -> None:
     config = OutboxConfig(max_bytes=4 * 1024**3)
-    raw = raw_executemany(directory, sample)
-    raw_encoding = raw_executemany(directory, sample, encode=True)
-    print(f"raw sqlite3 executemany, one transaction, synchronous=FULL: {raw:,.0f} rows/s")
-    print(f"  the same with Envelope.encode() of each row timed too: {raw_encoding:,.0f} rows/s")
     outbox = Outbox(
         directory / "outbox.sqlite3",
         node="node",
@@ -151,6 +161,15 @@ async def measure(directory: Path, rows: int, sample: int) -> None:
         health=ComponentHealth("outbox"),
     )
     async with outbox:
+        raw = raw_executemany(directory, sample, config, outbox.epoch)
+        raw_encoding = raw_executemany(directory, sample, config, outbox.epoch, encode=True)
+        print(
+            f"raw sqlite3 executemany, one transaction, synchronous={config.synchronous}:"
+            f" {raw:,.0f} rows/s"
+        )
+        print(
+            f"  the same with Envelope.encode() of each row timed too: {raw_encoding:,.0f} rows/s"
+        )
         empty = await rates(outbox, sample)
         print("\nempty outbox")
         for name in ("put", "put_many"):
@@ -193,7 +212,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="backlog size")
     parser.add_argument("--sample", type=int, default=50_000, help="rows per rate measurement")
     parser.add_argument("--dir", type=Path, default=None, help="where the files go (temp dir)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        # Flags given explicitly still win over the quick sizes.
+        parser.set_defaults(rows=20_000, sample=5_000)
+        args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         asyncio.run(measure(Path(directory), args.rows, args.sample))
 

@@ -222,7 +222,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--agent-seconds", type=float, default=20.0)
     parser.add_argument("--skip-agent", action="store_true", help="skip the CPU/RSS runs")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        # Flags given explicitly still win over the quick sizes.
+        parser.set_defaults(frames=20, rounds=1, agent_seconds=5.0)
+        args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for needed in (VTEST, MODELS / "nanodet.onnx"):
         if not needed.is_file():

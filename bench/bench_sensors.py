@@ -118,7 +118,12 @@ def main() -> None:
     parser.add_argument("--sensors", type=int, default=50, help="simulated sensors")
     parser.add_argument("--hz", type=float, default=10.0, help="reads per second per sensor")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured span")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        # Flags given explicitly still win over the quick sizes.
+        parser.set_defaults(seconds=3.0)
+        args = parser.parse_args()
     per_read = len(SimulatedSensor(kind="simulated", name="x").quantities)
     offered = args.sensors * args.hz * per_read
     cores = psutil.cpu_count() or 1

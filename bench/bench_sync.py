@@ -7,7 +7,7 @@
    wire per event against single-event JSON.
 3. Commit-to-PUBACK latency while live (median, p99) against raw paho publish-to-PUBACK.
 
-Usage: python bench/bench_sync.py [--events 1000000] [--live-events 20000] [--window 20]
+Usage: python bench/bench_sync.py [--events 1000000] [--live-events 20000] [--window 20] [--quick]
 """
 
 from __future__ import annotations
@@ -160,17 +160,13 @@ def varied(i: int) -> dict[str, Any]:
     )
 
 
-async def fill(outbox: Outbox, count: int) -> None:
-    counter = iter(range(count + 8))
-
-    async def producer(n: int) -> None:
-        for _ in range(n):
-            i = next(counter)
-            await outbox.put(Kind.READING, varied(i), stream=f"aq-{i % 4 + 1}")
-
-    workers = 8
-    await asyncio.gather(*(producer(count // workers) for _ in range(workers)))
-    await asyncio.gather(producer(count % workers))
+async def fill(outbox: Outbox, count: int, *, chunk: int = 500) -> None:
+    """Write `count` varied readings: put_many in chunks, as a burst of readings arrives."""
+    for start in range(0, count, chunk):
+        await outbox.put_many(
+            (Kind.READING, varied(i), f"aq-{i % 4 + 1}", None, None)
+            for i in range(start, min(count, start + chunk))
+        )
 
 
 @contextlib.asynccontextmanager
@@ -387,4 +383,10 @@ if __name__ == "__main__":
     parser.add_argument("--batch-window", type=int, default=4, help="batches in flight")
     parser.add_argument("--latency-events", type=int, default=1000, help="latency samples")
     parser.add_argument("--latency-rate", type=float, default=200.0, help="events/s while live")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        # Flags given explicitly still win over the quick sizes.
+        parser.set_defaults(events=20_000, live_events=2_000, latency_events=200)
+        args = parser.parse_args()
+    asyncio.run(main(args))

@@ -10,6 +10,7 @@ import enum
 import json
 import math
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -232,9 +233,24 @@ def encode_batch(envelopes: list[bytes], *, compress: bool = False, level: int =
     body = b'{"v":%d,"batch":[' % CONTRACT_VERSION + b",".join(envelopes) + b"]}"
     if not compress:
         return body
+    return bytes(_compressor(level).compress(body))
+
+
+# A compressor per thread and level, kept: building one per batch costs a sixth of the
+# compression itself, and a ZstdCompressor must not be shared between threads.
+_COMPRESSORS = threading.local()
+
+
+def _compressor(level: int) -> Any:
     import zstandard
 
-    return bytes(zstandard.ZstdCompressor(level=level).compress(body))
+    cache: dict[int, Any] | None = getattr(_COMPRESSORS, "by_level", None)
+    if cache is None:
+        cache = _COMPRESSORS.by_level = {}
+    compressor = cache.get(level)
+    if compressor is None:
+        compressor = cache[level] = zstandard.ZstdCompressor(level=level)
+    return compressor
 
 
 def decode_batch(payload: bytes, *, max_size: int = 256 * 1024 * 1024) -> list[Envelope]:

@@ -11,11 +11,16 @@ from edge_agent.outbox.rows import OutboxRow
 
 PRIORITIES = tuple(sorted(int(p) for p in Priority))
 _CHUNK = 500
+_SELECT = (
+    "SELECT seq, priority, ts, kind, stream, payload FROM events"
+    " WHERE priority = ? AND seq > ? ORDER BY seq"
+)
 
 
 class ClaimBook:
-    """Claimed seqs, and per priority the seq below which every row is claimed or gone,
-    so that a claim never rescans them. Thread-safe: `release` comes from the event loop."""
+    """Claimed seqs, and per priority a cursor: the seq below which every row is claimed or
+    gone, so that a claim resumes there instead of rescanning. Thread-safe: claims run on
+    their own connection and thread, acks on the writer's, `release` on the event loop."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -29,27 +34,29 @@ class ClaimBook:
     def claim(self, db: sqlite3.Connection, limit: int) -> list[OutboxRow]:
         out: list[OutboxRow] = []
         with self._lock:
+            claimed = self._claimed
             for priority in PRIORITIES:
-                if len(out) >= limit:
+                want = limit - len(out)
+                if want <= 0:
                     break
                 low = self._low[priority]
-                cursor = db.execute(
-                    "SELECT seq, priority, ts, kind, stream, payload FROM events"
-                    " WHERE priority = ? AND seq > ? ORDER BY seq",
-                    (priority, low),
-                )
+                cursor = db.execute(_SELECT, (priority, low))
                 try:
-                    while len(out) < limit:
-                        batch = cursor.fetchmany(min(_CHUNK, limit - len(out) + 16))
+                    while want > 0:
+                        # A few extra: after a release, claimed rows may lie past the cursor.
+                        batch = cursor.fetchmany(min(_CHUNK, want + 16))
                         if not batch:
                             break
-                        for row in batch:
-                            if len(out) >= limit:
-                                break
-                            low = row[0]
-                            if row[0] not in self._claimed:
-                                self._claimed[row[0]] = priority
-                                out.append(OutboxRow(*row))
+                        fresh = [r for r in batch if r[0] not in claimed] if claimed else batch
+                        if len(fresh) > want:
+                            fresh = fresh[:want]
+                            low = fresh[-1][0]
+                        else:
+                            low = batch[-1][0]
+                        if fresh:
+                            claimed.update(dict.fromkeys([r[0] for r in fresh], priority))
+                            out.extend(map(OutboxRow._make, fresh))
+                            want -= len(fresh)
                 finally:
                     cursor.close()
                 self._low[priority] = low

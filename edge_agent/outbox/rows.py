@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from edge_agent.outbox.encode import encode_data
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class OutboxRow:
-    """One pending event: `payload` is the encoded envelope, ready to publish."""
+class OutboxRow(NamedTuple):
+    """One pending event: `payload` is the encoded envelope, ready to publish.
+
+    A named tuple, not a dataclass: a claim builds hundreds per batch straight from the
+    cursor's tuples, and a frozen dataclass's `__init__` cost more than the query."""
 
     seq: int
     priority: int
@@ -20,23 +20,18 @@ class OutboxRow:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event to store; `body` is `data` already encoded (by the producer's thread)."""
+class NewEvent(NamedTuple):
+    """An event to store. `tail` is its envelope after the seq (`TailEncoder`), built by
+    the producer's thread; without it the writer encodes `data` itself.
+
+    A named tuple for the same reason as OutboxRow: put_many builds one per event."""
 
     kind: str
     stream: str
     ts: float
     data: dict[str, Any]
     priority: int
-    body: bytes | None = None
-
-    @classmethod
-    def encoded(
-        cls, kind: str, stream: str, ts: float, data: dict[str, Any], priority: int
-    ) -> NewEvent:
-        """Encode `data` now; raises ContractError (NaN, not JSON) before anything queues."""
-        return cls(kind, stream, ts, data, priority, encode_data(data))
+    tail: bytes | None = None
 
 
 @dataclass(frozen=True)

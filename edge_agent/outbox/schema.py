@@ -105,6 +105,19 @@ def connect(
     return conn
 
 
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A second connection that only reads (claims): in WAL mode it never waits for the
+    writer, and each statement sees what was committed when it started."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA query_only=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 SQLITE_CORRUPT = 11
 SQLITE_FULL = 13
 SQLITE_NOTADB = 26

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,6 +17,7 @@ from edge_agent.config.outbox import OutboxConfig
 from edge_agent.contract import PRIORITY_OF_KIND, ContractError, Kind, Priority
 from edge_agent.errors import StorageError
 from edge_agent.health import ComponentHealth, State
+from edge_agent.outbox.encode import TailEncoder
 from edge_agent.outbox.rows import NewEvent, OutboxRow
 from edge_agent.outbox.store import Store
 from edge_agent.outbox.writer import AckJob, PutJob, Writer
@@ -29,6 +32,7 @@ EventSpec = tuple[Kind | str, dict[str, Any], str, float | None, Priority | None
 
 
 _PRIORITY: dict[str, int] = {str(k): int(p) for k, p in PRIORITY_OF_KIND.items()}
+_new_tuple = tuple.__new__
 
 
 def priority_of(kind: Kind | str) -> int:
@@ -61,6 +65,13 @@ class Outbox:
         self.health = health
         self.store = Store(path, node=node, config=config, clock=clock)
         self._writer: Writer | None = None
+        # Used on the event loop only: the envelope tails, and the last kind seen.
+        self._tails = TailEncoder()
+        self._kind: Kind | str | None = None
+        self._kind_name = ""
+        self._kind_priority = int(Priority.EVENT)
+        # Claims run here, on the store's read connection: never queued behind commits.
+        self._claimer: ThreadPoolExecutor | None = None
         self._new_rows = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_queued_puts)
         self._queued = 0
@@ -80,6 +91,7 @@ class Outbox:
         )
         writer.start()
         self._writer = writer
+        self._claimer = ThreadPoolExecutor(1, thread_name_prefix="outbox-claim")
         try:
             result = await writer.call(self.store.open)
             if isinstance(result, BaseException):
@@ -115,11 +127,16 @@ class Outbox:
 
     async def _stop(self) -> None:
         writer, self._writer = self._writer, None
+        claimer, self._claimer = self._claimer, None
         if writer is None:
             return
         done = asyncio.get_running_loop().create_future()
 
         def stop() -> None:
+            if claimer is not None:
+                # No claim may still read when the writer thread closes the connections; a
+                # queued one runs first (cancelling it would cancel its caller's task).
+                claimer.shutdown(wait=True)
             writer.stop(STOP_TIMEOUT_S)
             done.get_loop().call_soon_threadsafe(
                 lambda: None if done.done() else done.set_result(None)
@@ -178,13 +195,17 @@ class Outbox:
         queued.
         """
         now = time.time()
+        event = self._event
         batch = [
-            self._event(kind, data, stream, now if ts is None else ts, priority)
+            event(kind, data, stream, now if ts is None else ts, priority)
             for kind, data, stream, ts, priority in events
         ]
         if not batch:
             return []
         results = await self._submit(batch)
+        if all(type(r) is int for r in results):
+            self.health.progress("written", len(results))
+            return results  # type: ignore[return-value]
         seqs = [r for r in results if isinstance(r, int)]
         self.health.progress("written", len(seqs))
         for result in results:
@@ -201,19 +222,26 @@ class Outbox:
         ts: float,
         priority: Priority | None,
     ) -> NewEvent:
-        prio = priority_of(kind) if priority is None else int(priority)
+        if kind is not self._kind:
+            # Kinds are enum members, whose hash and str are Python code: once per run of
+            # events of the same kind, not once per event.
+            self._kind, self._kind_name = kind, str(kind)
+            self._kind_priority = _PRIORITY.get(self._kind_name, Priority.EVENT)
+        name = self._kind_name
         try:
-            event = NewEvent.encoded(str(kind), stream, ts, data, prio)
+            tail = self._tails.encode(ts, name, data)
         except (ContractError, TypeError, ValueError) as exc:
             self.health.count("refused")
             raise StorageError(f"{kind} event on stream {stream} not stored: {exc}") from exc
-        if event.body is not None and len(event.body) > self.store.max_event_bytes:
+        if len(tail) > self.store.max_event_bytes:
             self.health.count("refused")
             raise StorageError(
-                f"{kind} event on stream {stream} of {len(event.body)} bytes exceeds the"
+                f"{kind} event on stream {stream} of {len(tail)} bytes exceeds the"
                 f" largest allowed ({self.store.max_event_bytes}, a quarter of outbox.max_bytes)"
             )
-        return event
+        prio = self._kind_priority if priority is None else int(priority)
+        # tuple.__new__ straight: a named tuple's own __new__ is a Python function.
+        return _new_tuple(NewEvent, (name, stream, ts, data, prio, tail))
 
     async def _submit(self, batch: list[NewEvent]) -> list[int | BaseException]:
         writer = self._require()
@@ -230,12 +258,18 @@ class Outbox:
 
     async def claim(self, limit: int) -> list[OutboxRow]:
         """The oldest pending rows in (priority, seq) order not already claimed."""
-        rows: list[OutboxRow] | BaseException = await self._require().call(
-            lambda: self.store.claim(limit)
-        )
-        if isinstance(rows, BaseException):
-            raise rows
-        return rows
+        writer = self._require()
+        if self._claimer is None:
+            raise StorageError("outbox is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._claimer, self.store.claim, limit
+            )
+        except sqlite3.Error as exc:
+            writer.note_error(exc)
+            raise StorageError(f"outbox read failed: {exc}") from exc
+        except RuntimeError as exc:  # the executor was shut down: the outbox is closing
+            raise StorageError("outbox is closed") from exc
 
     def release(self, seqs: Sequence[int] | None = None) -> None:
         """Give claimed rows back (link lost before their ack): they will be claimed again."""

@@ -19,7 +19,13 @@ from edge_agent.errors import StorageError
 from edge_agent.outbox.claims import PRIORITIES, ClaimBook
 from edge_agent.outbox.encode import EnvelopeEncoder
 from edge_agent.outbox.rows import Gap, NewEvent, OutboxRow
-from edge_agent.outbox.schema import Quarantined, atomic, file_bytes, open_database
+from edge_agent.outbox.schema import (
+    Quarantined,
+    atomic,
+    file_bytes,
+    open_database,
+    open_reader,
+)
 
 REASONS = ("ttl", "quota", "corrupt", "disk_full")
 COUNTERS = ("pending_rows", "pending_bytes", "written", "acked", *(f"dropped_{r}" for r in REASONS))
@@ -51,6 +57,8 @@ class Store:
         self.quarantined: Quarantined | None = None
         self.max_event_bytes = config.max_bytes // 4
         self._conn: sqlite3.Connection | None = None
+        # Claims read on a connection of their own: WAL lets them run beside the writer.
+        self._reader: sqlite3.Connection | None = None
         self._next_seq = 1
         self._totals = dict.fromkeys(COUNTERS, 0)
         self._oldest: float | None = None
@@ -59,6 +67,8 @@ class Store:
         self._encoder = EnvelopeEncoder(node, "")
         self.growth_limited = False
         self.claims = ClaimBook()
+        # Classes dropped up to a seq in the open transaction, for the claim book after commit.
+        self._dropped: list[tuple[int, int]] = []
         self._stats_lock = threading.Lock()
 
     # -- opening -------------------------------------------------------------------------
@@ -74,6 +84,11 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
         self._conn = conn
+        try:
+            self._reader = open_reader(self.path)
+        except sqlite3.Error as exc:
+            self.close()
+            raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
         self._max_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
         self.epoch = str(conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
         self._encoder = EnvelopeEncoder(self.node, self.epoch)
@@ -126,6 +141,9 @@ class Store:
         return self._conn
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -140,16 +158,19 @@ class Store:
         """
         with self._stats_lock:
             saved = (self._next_seq, dict(self._totals))
+        acked = sorted(set(acks))
         try:
             with atomic(self.db) as db:
                 results = self._insert(db, events)
-                self._delete(db, sorted(set(acks)))
+                self._delete(db, acked)
                 self._enforce_quota(db, "quota")
                 self._save_totals(db)
         except BaseException:
             with self._stats_lock:
                 self._next_seq, self._totals = saved
+            self._dropped.clear()
             raise
+        self._committed(acked)
         with self._stats_lock:
             self._transactions += 1
         self._refresh_oldest()
@@ -159,14 +180,43 @@ class Store:
         self, db: sqlite3.Connection, events: Sequence[NewEvent]
     ) -> list[int | BaseException]:
         now = self.clock()
-        rows = []
-        results: list[int | BaseException] = []
-        size = 0
         seq = self._next_seq
+        splice = self._encoder.splice
+        # The envelope around a tail: the prefix and at most 20 digits of seq.
+        room = self.max_event_bytes - len(self._encoder.prefix) - 20
+        if all(e.tail is not None and len(e.tail) <= room for e in events):
+            # The producers built every tail and none can be too big: only the seq to splice.
+            seqs = range(seq, seq + len(events))
+            rows = [
+                (s, e.priority, e.ts, now, e.kind, e.stream, splice(s, e.tail))  # type: ignore[arg-type]
+                for s, e in zip(seqs, events, strict=True)
+            ]
+            results: list[int | BaseException] = list(seqs)
+            seq += len(rows)
+        else:
+            rows, results, seq = self._encode_each(events, seq, now)
+        if rows:
+            db.executemany(_INSERT, rows)
+        size = sum(len(r[6]) for r in rows)
+        with self._stats_lock:
+            self._next_seq = seq
+            self._totals["pending_rows"] += len(rows)
+            self._totals["pending_bytes"] += size
+            self._totals["written"] += len(rows)
+        return results
+
+    def _encode_each(
+        self, events: Sequence[NewEvent], seq: int, now: float
+    ) -> tuple[list[tuple[Any, ...]], list[int | BaseException], int]:
+        """Rows for events one at a time, refusing the ones that cannot be stored."""
+        rows: list[tuple[Any, ...]] = []
+        results: list[int | BaseException] = []
         for event in events:
             try:
-                body = dumps(event.data) if event.body is None else event.body
-                blob = self._encoder.encode(seq, event.ts, event.kind, body)
+                if event.tail is None:
+                    blob = self._encoder.encode(seq, event.ts, event.kind, dumps(event.data))
+                else:
+                    blob = self._encoder.splice(seq, event.tail)
             except (ContractError, TypeError, ValueError) as exc:
                 results.append(
                     StorageError(f"{event.kind} event on stream {event.stream} not stored: {exc}")
@@ -182,35 +232,35 @@ class Store:
                 continue
             rows.append((seq, event.priority, event.ts, now, event.kind, event.stream, blob))
             results.append(seq)
-            size += len(blob)
             seq += 1
-        if rows:
-            db.executemany(_INSERT, rows)
-        with self._stats_lock:
-            self._next_seq = seq
-            self._totals["pending_rows"] += len(rows)
-            self._totals["pending_bytes"] += size
-            self._totals["written"] += len(rows)
-        return results
+        return rows, results, seq
 
     def _delete(self, db: sqlite3.Connection, seqs: Sequence[int]) -> None:
+        """Delete sorted, distinct seqs; a backlog's acks are runs of consecutive seqs,
+        deleted one range at a time."""
         rows = size = 0
-        for start in range(0, len(seqs), _CHUNK):
-            chunk = seqs[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for first, last in _runs(seqs):
             n, b = db.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events"
-                f" WHERE seq IN ({marks})",
-                chunk,
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events"
+                " WHERE seq BETWEEN ? AND ?",
+                (first, last),
             ).fetchone()
-            db.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)
+            if n:
+                db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
             rows += n
             size += b
         with self._stats_lock:
             self._totals["pending_rows"] -= rows
             self._totals["pending_bytes"] -= size
             self._totals["acked"] += rows
-        self.claims.forget(seqs)
+
+    def _committed(self, acked: Iterable[int]) -> None:
+        # Only once the deletes are committed: until then a claim (on its own connection)
+        # still sees those rows, and must keep skipping them.
+        self.claims.forget(acked)
+        dropped, self._dropped = self._dropped, []
+        for priority, last in dropped:
+            self.claims.forget_through(priority, last)
 
     def _over(self, extra_rows: int) -> bool:
         with self._stats_lock:
@@ -280,7 +330,7 @@ class Store:
         )
         with self._stats_lock:
             self._totals[f"dropped_{reason}"] += count
-        self.claims.forget_through(priority, last)
+        self._dropped.append((priority, last))
         return Gap(reason, priority, first, last, count)
 
     def _insert_gaps(self, db: sqlite3.Connection, gaps: Sequence[Gap]) -> None:
@@ -329,7 +379,9 @@ class Store:
         except BaseException:
             with self._stats_lock:
                 self._next_seq, self._totals = saved
+            self._dropped.clear()
             raise
+        self._committed(())
         self._refresh_oldest()
         return sum(g.count for g in gaps)
 
@@ -356,7 +408,9 @@ class Store:
         except BaseException:
             with self._stats_lock:
                 self._next_seq, self._totals = saved
+            self._dropped.clear()
             raise
+        self._committed(())
         self._refresh_oldest()
         return sum(g.count for g in gaps)
 
@@ -377,8 +431,13 @@ class Store:
     # -- draining ------------------------------------------------------------------------
 
     def claim(self, limit: int) -> list[OutboxRow]:
-        """The oldest unclaimed rows in (priority, seq) order, streamed with a cursor."""
-        return self.claims.claim(self.db, limit)
+        """The oldest unclaimed rows in (priority, seq) order, streamed with a cursor.
+
+        Reads on the claim connection: safe to call from another thread than the writer's
+        (one claim at a time)."""
+        if self._reader is None:
+            raise StorageError("outbox is closed")
+        return self.claims.claim(self._reader, limit)
 
     def release(self, seqs: Iterable[int] | None = None) -> None:
         self.claims.release(seqs)
@@ -412,3 +471,18 @@ class Store:
             if self.quarantined is None
             else self.quarantined.moved_to.name,
         }
+
+
+def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted distinct seqs as (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    if not seqs:
+        return runs
+    first = last = seqs[0]
+    for seq in seqs[1:]:
+        if seq != last + 1:
+            runs.append((first, last))
+            first = seq
+        last = seq
+    runs.append((first, last))
+    return runs

@@ -163,7 +163,7 @@ class Writer:
         try:
             return fn()
         except sqlite3.Error as exc:
-            self._note_error(exc)
+            self.note_error(exc)
             return StorageError(f"outbox read failed: {exc}")
         except Exception as exc:
             return exc
@@ -177,7 +177,7 @@ class Writer:
                 results = self.store.write(events, acks)
                 break
             except sqlite3.Error as exc:
-                self._note_error(exc)
+                self.note_error(exc)
                 if self._closing.is_set() or self.fatal is not None:
                     failure = StorageError(f"outbox write failed: {exc}")
                     self._settle([(j.future, failure) for j in batch])
@@ -255,14 +255,14 @@ class Writer:
         try:
             expired = self.store.expire()
         except sqlite3.Error as exc:
-            self._note_error(exc)
+            self.note_error(exc)
             log.warning("outbox expiry failed: %s", exc)
             return
         if expired:
             log.info("outbox: %d rows passed their TTL and were dropped", expired)
             self.loop.call_soon_threadsafe(self.on_commit)
 
-    def _note_error(self, exc: sqlite3.Error) -> None:
+    def note_error(self, exc: sqlite3.Error) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if is_corrupt(exc) and self.fatal is None:
             # Corruption found while running: only a restart (quick_check, quarantine) helps.

@@ -162,7 +162,13 @@ class Link:
             if threading.get_ident() == self._loop_thread:
                 func(client, userdata, sock)
             else:
-                self._loop.call_soon_threadsafe(func, client, userdata, sock)
+                try:
+                    self._loop.call_soon_threadsafe(func, client, userdata, sock)
+                except RuntimeError:
+                    # A client collected (paho's __del__ closes its socket) by the garbage
+                    # collector on some other thread after its loop closed: nobody to tell.
+                    if not self._loop.is_closed():
+                        raise
 
         return call
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,27 @@ async def test_claim_order_release_and_ack(tmp_path: Path) -> None:
         assert [r.seq for r in await outbox.claim(10)] == [reading, health]
         assert outbox.stats()["pending_rows"] == 2
         assert outbox.stats()["acked"] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_claim_is_not_queued_behind_a_stuck_write(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    async with make_outbox(path) as outbox:
+        seqs = [await outbox.put(Kind.READING, {"i": i}, stream="s") for i in range(3)]
+        # Another process holding the write lock: the writer thread waits on it.
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            stuck = asyncio.ensure_future(outbox.put(Kind.READING, {"i": 3}, stream="s"))
+            await asyncio.sleep(0.1)  # let the writer take the put and block on the lock
+            # WAL readers do not wait for writers: the committed rows are claimed now.
+            assert [r.seq for r in await outbox.claim(10)] == seqs
+            assert not stuck.done()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await stuck == seqs[-1] + 1
+        assert [r.seq for r in await outbox.claim(10)] == [seqs[-1] + 1]
 
 
 @pytest.mark.asyncio

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.contract import Envelope, dumps
-from edge_agent.outbox.encode import EnvelopeEncoder, encode_data
+from edge_agent.outbox.encode import EnvelopeEncoder, TailEncoder, encode_data
 
 json_values = st.recursive(
     st.none()
@@ -34,8 +34,17 @@ def test_spliced_envelope_equals_the_contract(
     node: str, epoch: str, seq: int, ts: float, kind: str, data: dict[str, Any]
 ) -> None:
     assert encode_data(data) == dumps(data)
-    spliced = EnvelopeEncoder(node, epoch).encode(seq, ts, kind, encode_data(data))
+    encoder = EnvelopeEncoder(node, epoch)
+    spliced = encoder.encode(seq, ts, kind, encode_data(data))
     assert spliced == Envelope(node, epoch, seq, ts, kind, data).encode()
+    # A producer's tail encoder lives for the whole run: its cached timestamp and kind text
+    # must follow each new event.
+    tail = _TAILS.tail(ts, kind, encode_data(data))
+    assert encoder.splice(seq, tail) == spliced
+    assert _TAILS.encode(ts, kind, data) == tail
+
+
+_TAILS = TailEncoder()
 
 
 @settings(max_examples=2000)
@@ -58,3 +67,30 @@ def test_nan_is_refused_like_the_contract() -> None:
 
     with pytest.raises(ContractError):
         encode_data({"value": math.nan})
+
+
+def test_data_that_refers_to_itself_is_refused_like_bad_json() -> None:
+    import pytest
+
+    from edge_agent.contract import ContractError
+
+    data: dict[str, Any] = {"value": 1.0}
+    data["self"] = data
+    with pytest.raises(ContractError):
+        encode_data(data)
+    with pytest.raises(ContractError):
+        encode_data(_nested(5000))
+    with pytest.raises(ContractError):
+        encode_data({"text": "\ud800"})
+    with pytest.raises(ContractError):
+        TailEncoder().encode(1.0, "reading", {"text": "\ud800"})
+    assert encode_data({"after": "errors"}) == dumps({"after": "errors"})
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    inner: dict[str, Any] = {}
+    outer = inner
+    for _ in range(depth):
+        inner["x"] = {}
+        inner = inner["x"]
+    return {"nested": outer}

@@ -103,14 +103,21 @@ async def test_live_data_will_on_sigkill_birth_on_restart(
     assert {e.node for e in envelopes} == {NODE} and envelopes[0].data["unit"]
     birth = statuses(messages)[-1]
     assert birth["epoch"] == envelopes[0].epoch and birth["config_hash"]
+    # Committed before the data went out, so the birth's last seq is a real one.
+    assert isinstance(birth["last_seq"], int) and birth["last_seq"] >= 0
 
     agent.send_signal(signal.SIGKILL)
     agent.wait()
     await eventually(lambda: statuses(messages)[-1]["state"] == "offline")
     assert statuses(messages)[-1]["reason"] == "will"
 
+    last_sent = max(Envelope.decode(m.payload).seq for m in data())
     agent = start(config, agents)
     await eventually(lambda: statuses(messages)[-1]["state"] == "online", timeout_s=30)
+    # The restarted agent's birth: the same epoch, and the seq it got to before the kill.
+    reborn = statuses(messages)[-1]
+    assert reborn["epoch"] == envelopes[0].epoch
+    assert isinstance(reborn["last_seq"], int) and reborn["last_seq"] >= last_sent
     agent.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(agent.wait, 15) == 0
     await eventually(lambda: statuses(messages)[-1]["state"] == "offline")
