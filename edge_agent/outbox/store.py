@@ -6,10 +6,11 @@ and commits the counters together, so a crash at any point leaves rows and count
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,26 +151,33 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write(self, events: Sequence[NewEvent], acks: Iterable[int]) -> list[int | BaseException]:
-        """Commit events and delete acknowledged seqs in one transaction.
-
-        Returns, per event, its seq or the error that refused it (bad payload, too big).
-        On a database error nothing is kept and the error propagates.
-        """
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction that also saves the totals; on any failure the in-memory
+        counters (next seq, totals, rows marked dropped) roll back with it."""
         with self._stats_lock:
             saved = (self._next_seq, dict(self._totals))
-        acked = sorted(set(acks))
         try:
             with atomic(self.db) as db:
-                results = self._insert(db, events)
-                self._delete(db, acked)
-                self._enforce_quota(db, "quota")
+                yield db
                 self._save_totals(db)
         except BaseException:
             with self._stats_lock:
                 self._next_seq, self._totals = saved
             self._dropped.clear()
             raise
+
+    def write(self, events: Sequence[NewEvent], acks: Iterable[int]) -> list[int | BaseException]:
+        """Commit events and delete acknowledged seqs in one transaction.
+
+        Returns, per event, its seq or the error that refused it (bad payload, too big).
+        On a database error nothing is kept and the error propagates.
+        """
+        acked = sorted(set(acks))
+        with self._transaction() as db:
+            results = self._insert(db, events)
+            self._delete(db, acked)
+            self._enforce_quota(db, "quota")
         self._committed(acked)
         with self._stats_lock:
             self._transactions += 1
@@ -361,26 +369,15 @@ class Store:
 
     def expire(self) -> int:
         """Remove rows older than their class's TTL (one bounded chunk per class)."""
-        with self._stats_lock:
-            saved = (self._next_seq, dict(self._totals))
         gaps: list[Gap] = []
-        try:
-            with atomic(self.db) as db:
-                now = self.clock()
-                for priority in PRIORITIES:
-                    cutoff = now - self.config.ttl_of(priority)
-                    gap = self._drop_oldest(
-                        db, priority, "ttl", lambda _: False, gaps, cutoff=cutoff
-                    )
-                    if gap is not None:
-                        gaps.append(gap)
-                self._insert_gaps(db, gaps)
-                self._save_totals(db)
-        except BaseException:
-            with self._stats_lock:
-                self._next_seq, self._totals = saved
-            self._dropped.clear()
-            raise
+        with self._transaction() as db:
+            now = self.clock()
+            for priority in PRIORITIES:
+                cutoff = now - self.config.ttl_of(priority)
+                gap = self._drop_oldest(db, priority, "ttl", lambda _: False, gaps, cutoff=cutoff)
+                if gap is not None:
+                    gaps.append(gap)
+            self._insert_gaps(db, gaps)
         self._committed(())
         self._refresh_oldest()
         return sum(g.count for g in gaps)
@@ -388,28 +385,20 @@ class Store:
     def evict_for_space(self, rows: int) -> int:
         """Drop up to `rows` oldest lowest-priority rows to make room on a full disk."""
         with self._stats_lock:
-            saved = (self._next_seq, dict(self._totals))
             target = max(0, self._totals["pending_rows"] - rows)
-        try:
-            with atomic(self.db) as db:
-                gaps: list[Gap] = []
-                for priority in reversed(PRIORITIES):
-                    gap = self._drop_oldest(
-                        db,
-                        priority,
-                        "disk_full",
-                        lambda _: self._totals["pending_rows"] <= target,
-                        gaps,
-                    )
-                    if gap is not None:
-                        gaps.append(gap)
-                self._insert_gaps(db, gaps)
-                self._save_totals(db)
-        except BaseException:
-            with self._stats_lock:
-                self._next_seq, self._totals = saved
-            self._dropped.clear()
-            raise
+        gaps: list[Gap] = []
+        with self._transaction() as db:
+            for priority in reversed(PRIORITIES):
+                gap = self._drop_oldest(
+                    db,
+                    priority,
+                    "disk_full",
+                    lambda _: self._totals["pending_rows"] <= target,
+                    gaps,
+                )
+                if gap is not None:
+                    gaps.append(gap)
+            self._insert_gaps(db, gaps)
         self._committed(())
         self._refresh_oldest()
         return sum(g.count for g in gaps)
