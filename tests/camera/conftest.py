@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, free_port, require_binary
+from tests.conftest import IN_CI, free_port, require_binary, stop_process
 from tests.inference.conftest import media_dir, model_dir  # noqa: F401  (fixtures)
 
 HERE = Path(__file__).resolve().parent
@@ -97,18 +97,8 @@ class RtspServer:
             raise RuntimeError(f"RTSP server did not start: {line}{err}")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 
