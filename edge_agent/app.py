@@ -17,7 +17,7 @@ from edge_agent import __version__
 from edge_agent.config import Settings, config_hash, effective_config
 from edge_agent.config.editing import edit_config, restore_backup
 from edge_agent.contract import Kind
-from edge_agent.errors import CameraError, EdgeAgentError
+from edge_agent.errors import CameraError, EdgeAgentError, UnknownCameraError
 from edge_agent.health import HealthRegistry, State, host_snapshot
 from edge_agent.inference.pipeline import CameraPipeline, InferenceService
 from edge_agent.inference.snapshots import SnapshotStore
@@ -83,9 +83,6 @@ class AgentCommands:
         )
 
     async def snapshot(self, camera: str) -> bytes:
-        if camera not in self.agent.captures:
-            known = ", ".join(sorted(self.agent.captures)) or "none"
-            raise LookupError(f"no camera named {camera!r} (configured: {known})")
         return await self.agent.camera_snapshot(camera)
 
     async def outbox_stats(self) -> dict[str, Any]:
@@ -186,12 +183,13 @@ class Agent:
     async def camera_snapshot(self, camera: str, *, quality: int = 85) -> bytes:
         """The newest frame of `camera` as JPEG bytes (for the `snapshot` command).
 
-        Raises `CameraError` when no such camera is configured or it has no frame yet.
+        Raises `UnknownCameraError` when no such camera is configured, `CameraError` when it
+        has no frame yet.
         """
         capture = self.captures.get(camera)
         if capture is None:
             known = ", ".join(sorted(self.captures)) or "none"
-            raise CameraError(f"no camera named {camera!r} (configured: {known})")
+            raise UnknownCameraError(f"no camera named {camera!r} (configured: {known})")
         jpeg = await asyncio.to_thread(capture.latest_jpeg, quality)
         if jpeg is None:
             raise CameraError(f"camera {camera}: no frame captured yet")

@@ -33,6 +33,10 @@ class CameraError(EdgeAgentError):
     """A camera could not be opened or read (transient: capture reconnects)."""
 
 
+class UnknownCameraError(CameraError, LookupError):
+    """No camera of that name is configured (a LookupError, so command handlers map it)."""
+
+
 class InferenceError(EdgeAgentError):
     """The detector could not load or run its model."""
 
