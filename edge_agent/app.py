@@ -10,7 +10,6 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from edge_agent import __version__
@@ -18,7 +17,8 @@ from edge_agent.config import Settings, config_hash, effective_config
 from edge_agent.config.editing import edit_config, restore_backup
 from edge_agent.contract import Kind
 from edge_agent.errors import CameraError, EdgeAgentError, UnknownCameraError
-from edge_agent.health import HealthRegistry, State, host_snapshot
+from edge_agent.health import HealthRegistry, Role, State
+from edge_agent.host import HostMonitor
 from edge_agent.inference.pipeline import CameraPipeline, InferenceService
 from edge_agent.inference.snapshots import SnapshotStore
 from edge_agent.notify import Notifier
@@ -32,19 +32,6 @@ from edge_agent.web.server import StatusServer
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
-
-
-class Component(Protocol):
-    name: str
-
-    async def __aenter__(self) -> Any: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
 
 @runtime_checkable
@@ -97,7 +84,7 @@ class Agent:
         self.config_path = config_path
         self.restart_to: Settings | None = None
         self.restart_requested = asyncio.Event()
-        self.registry = HealthRegistry()
+        self.registry = HealthRegistry(link_unhealthy_after_s=settings.web.unhealthy_after_s)
         self.notifier = Notifier()
         self.config_hash = config_hash(settings)
         state_dir = settings.paths.state_dir
@@ -105,9 +92,10 @@ class Agent:
             state_dir / "outbox.sqlite3",
             node=settings.node.id,
             config=settings.outbox,
-            health=self.registry.register("outbox", kind="outbox"),
+            health=self.registry.register("outbox", kind="outbox", role=Role.CORE),
         )
-        self.components: list[Any] = [self.outbox]
+        self.host = HostMonitor(state_dir, sink=self._host_health)
+        self.components: list[Any] = [self.outbox, self.host]
         for sensor in settings.sensors:
             if not sensor.enabled:
                 continue
@@ -117,7 +105,9 @@ class Agent:
                     sensor,
                     driver,
                     sink=self._to_outbox,
-                    health=self.registry.register(f"sensor:{sensor.name}", kind="sensor"),
+                    health=self.registry.register(
+                        f"sensor:{sensor.name}", kind="sensor", role=Role.SOURCE
+                    ),
                 )
             )
         self.captures: dict[str, Capture] = {}
@@ -131,8 +121,13 @@ class Agent:
             )
             self.components.append(self.inference)
         for camera in cameras:
-            health = self.registry.register(f"camera:{camera.name}", kind="camera")
-            capture = Capture(camera, sink=self._to_outbox, health=health)
+            capture = Capture(
+                camera,
+                sink=self._to_outbox,
+                health=self.registry.register(
+                    f"camera:{camera.name}", kind="camera", role=Role.SOURCE
+                ),
+            )
             self.captures[camera.name] = capture
             snapshots = SnapshotStore(
                 state_dir / "snapshots" / camera.name,
@@ -146,7 +141,7 @@ class Agent:
                     frames=capture.frames.get,
                     service=self.inference,
                     sink=self._to_outbox,
-                    health=health,
+                    health=self.registry.register(f"analysis:{camera.name}", kind="analysis"),
                     snapshots=snapshots,
                 )
             )
@@ -162,7 +157,8 @@ class Agent:
                 ),
                 outbox=self.outbox,
                 handlers=AgentCommands(self),
-                health=self.registry.register("sync", kind="sync"),
+                health=self.registry.register("sync", kind="sync", role=Role.LINK),
+                publisher_health=self.registry.register("publisher", kind="publisher"),
                 state_dir=state_dir,
             )
             self.components.append(self.sync)
@@ -179,6 +175,22 @@ class Agent:
 
     async def _to_outbox(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
         await self.outbox.put(kind, data, stream=stream, ts=ts)
+
+    async def _host_health(self, facts: dict[str, Any], ts: float) -> None:
+        verdict = self.registry.verdict()
+        data = {
+            "verdict": verdict.state.value,
+            "reasons": [
+                {"component": f.component, "code": f.reason.code, "severity": f.severity.value}
+                for f in verdict.findings
+            ],
+            "host": {
+                key: value
+                for key, value in facts.items()
+                if isinstance(value, int | float) and not isinstance(value, bool)
+            },
+        }
+        await self.outbox.put(Kind.HEALTH, data, stream="health", ts=ts)
 
     async def camera_snapshot(self, camera: str, *, quality: int = 85) -> bytes:
         """The newest frame of `camera` as JPEG bytes (for the `snapshot` command).
@@ -198,6 +210,7 @@ class Agent:
     def status(self) -> dict[str, Any]:
         """The facts the status page, `/api/status` and the `status` command show."""
         outbox_health = self.registry.get("outbox")
+        verdict = self.registry.verdict()
         return {
             "node": {
                 "id": self.settings.node.id,
@@ -206,12 +219,14 @@ class Agent:
             },
             "version": __version__,
             "config_hash": self.config_hash,
-            "state": self.registry.overall().value,
+            "state": verdict.state.value,
+            "verdict": verdict.state.value,
+            "reasons": [finding.to_dict() for finding in verdict.findings],
             "time": time.time(),
             "started_at": self.registry.started_at,
             "components": self.registry.snapshot(),
             "outbox": outbox_health.snapshot()["facts"] if outbox_health else {},
-            "host": host_snapshot(self.settings.paths.state_dir),
+            "host": dict(self.host.latest),
         }
 
 
@@ -227,13 +242,22 @@ async def _entered(component: Any) -> AsyncIterator[None]:
     log.info("closed %s", name)
 
 
-async def _watchdog(agent: Agent, interval_s: float) -> None:
+async def watchdog(registry: HealthRegistry, notifier: Notifier, interval_s: float) -> None:
+    """Feed systemd's watchdog while every loop turns and every promised progress comes."""
+    withheld = False
     while True:
-        if agent.registry.progressing():
-            agent.notifier.watchdog()
-        else:
-            stalled = [c.name for c in agent.registry if c.overdue(time.monotonic(), 10.0)]
-            log.error("watchdog withheld: no progress from %s", ", ".join(stalled))
+        stuck = registry.stuck()
+        if not stuck:
+            if withheld:
+                log.info("watchdog fed again: every component makes progress")
+                notifier.status("running")
+            withheld = False
+            notifier.watchdog()
+        elif not withheld:
+            # Said once per stall, in the log and in `systemctl status`.
+            withheld = True
+            log.error("watchdog withheld: no progress from %s", ", ".join(stuck))
+            notifier.status(f"watchdog withheld: no progress from {', '.join(stuck)}")
         await asyncio.sleep(interval_s)
 
 
@@ -296,7 +320,9 @@ async def _run_generation(agent: Agent, stop: asyncio.Event, *, trial: bool) -> 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(stopper(), name="stopper")
             if agent.notifier.watchdog_interval_s:
-                tg.create_task(_watchdog(agent, agent.notifier.watchdog_interval_s))
+                tg.create_task(
+                    watchdog(agent.registry, agent.notifier, agent.notifier.watchdog_interval_s)
+                )
             for component in agent.components:
                 if isinstance(component, Runnable):
                     tg.create_task(component.run(), name=getattr(component, "name", "component"))

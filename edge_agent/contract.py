@@ -28,6 +28,13 @@ class Kind(enum.StrEnum):
     HEALTH = "health"
     GAP = "gap"
     ALERT = "alert"
+    AUDIT = "audit"
+    SENSOR = "sensor"
+    DWELL = "dwell"
+    STOPPED = "stopped"
+    WRONG_WAY = "wrong_way"
+    CROWD = "crowd"
+    PLATE = "plate"
 
 
 class Priority(enum.IntEnum):
@@ -42,6 +49,13 @@ class Priority(enum.IntEnum):
 PRIORITY_OF_KIND: dict[Kind, Priority] = {
     Kind.ALERT: Priority.ALERT,
     Kind.GAP: Priority.ALERT,
+    Kind.AUDIT: Priority.ALERT,
+    Kind.SENSOR: Priority.EVENT,
+    Kind.DWELL: Priority.EVENT,
+    Kind.STOPPED: Priority.EVENT,
+    Kind.WRONG_WAY: Priority.EVENT,
+    Kind.CROWD: Priority.EVENT,
+    Kind.PLATE: Priority.EVENT,
     Kind.CAMERA: Priority.EVENT,
     Kind.DETECTION: Priority.EVENT,
     Kind.COUNT: Priority.EVENT,

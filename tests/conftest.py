@@ -142,13 +142,18 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     instance.stop()
 
 
-def agent_env(**extra: str) -> dict[str, str]:
-    """Environment for an agent subprocess: this checkout first on the path, no stray config."""
+def agent_env(*, mqtt: bool = False, **extra: str) -> dict[str, str]:
+    """Environment for an agent subprocess: this checkout first on the path, no stray config,
+    and no broker link unless the test brings its own broker (`mqtt=True`, with host and port
+    in the test's config), so no agent reaches a broker on the default port. A test that runs
+    the status page sets its port (0 or one it chose) in its config or `EDGE_AGENT_WEB__PORT`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
     env.pop("NOTIFY_SOCKET", None)
     env.pop("WATCHDOG_USEC", None)
     env["PYTHONPATH"] = str(REPO)
     env["PYTHONUNBUFFERED"] = "1"
+    if not mqtt:
+        env["EDGE_AGENT_MQTT__ENABLED"] = "false"
     env.update(extra)
     return env
 

@@ -143,9 +143,13 @@ def _source_of(
     key: str, file_data: dict[str, Any], path: Path | None, env: Mapping[str, str]
 ) -> str:
     top = key.split("[")[0].split(".")[0]
-    env_names = [n for n in env if n.upper().startswith(f"{ENV_PREFIX}{top.upper()}")]
-    if env_names:
-        return f"environment {env_names[0]}"
+    # The variable that set this key, or a whole section above it (`EDGE_AGENT_MQTT` as JSON).
+    parts = key.split("[")[0].split(".")
+    names = {name.upper(): name for name in env}
+    for depth in range(len(parts), 0, -1):
+        candidate = ENV_PREFIX + "__".join(parts[:depth]).upper()
+        if candidate in names:
+            return f"environment {names[candidate]}"
     if path is not None and top in file_data:
         return str(path)
     if path is None:

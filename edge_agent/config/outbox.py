@@ -83,6 +83,15 @@ class OutboxConfig(Section):
     expire_interval_s: float = Field(
         default=60.0, gt=0, description="Seconds between sweeps that remove expired rows."
     )
+    writer_stall_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description=(
+            "Seconds the writer thread may go without turning (a hung disk) before the outbox "
+            "is failing and the systemd watchdog is withheld."
+        ),
+    )
     stats_interval_s: float = Field(
         default=5.0, gt=0, description="Seconds between updates of the outbox health facts."
     )

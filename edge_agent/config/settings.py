@@ -55,6 +55,14 @@ class WebConfig(Section):
     host: str = Field(default="127.0.0.1", description="Address the status page listens on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Status page port (0 = any).")
     language: Literal["vi", "en"] = Field(default="vi", description="Default page language.")
+    unhealthy_after_s: float = Field(
+        default=600.0,
+        ge=10.0,
+        description=(
+            "Seconds the provincial broker may stay unreachable before the node counts as "
+            "failing (/healthz 503); shorter outages only degrade it."
+        ),
+    )
 
 
 class LoggingConfig(Section):

@@ -23,7 +23,7 @@ import numpy as np
 from edge_agent.config.cameras import CameraConfig, DetectorConfig
 from edge_agent.contract import Kind
 from edge_agent.errors import InferenceError
-from edge_agent.health import ComponentHealth, State
+from edge_agent.health import ComponentHealth, State, reason
 from edge_agent.inference.detector import Detection, Detector
 from edge_agent.inference.motion import MotionGate
 from edge_agent.inference.snapshots import SnapshotStore
@@ -139,9 +139,13 @@ class InferenceService:
             )
         except InferenceError as exc:
             log.error("detector unavailable, cameras run without detection: %s", exc)
-            self.health.set_state(State.FAILING, str(exc), error=str(exc))
+            self.health.set_state(
+                State.FAILING,
+                reason("model_unavailable", f"detection model unavailable: {exc}"),
+                error=str(exc),
+            )
         else:
-            self.health.set_state(State.OK, "running")
+            self.health.set_state(State.OK)
             self.health.set_facts(model=self.detector.model_path.name)
         return self
 
@@ -163,11 +167,15 @@ class InferenceService:
                 async with asyncio.timeout(HUNG_AFTER_S):
                     await self.submit(time.monotonic)
             except TimeoutError:
-                reason = f"inference thread stuck for over {HUNG_AFTER_S:g} s"
-                if self.health.set_state(State.FAILING, reason, error=reason):
-                    log.error("%s; the watchdog will restart the agent", reason)
+                why = reason(
+                    "inference_stuck",
+                    f"inference thread stuck for over {HUNG_AFTER_S:g} s",
+                    seconds=HUNG_AFTER_S,
+                )
+                if self.health.set_state(State.FAILING, why, error=why.text):
+                    log.error("%s; the watchdog will restart the agent", why.text)
                 continue
-            if self.detector is not None and self.health.set_state(State.OK, "running"):
+            if self.detector is not None and self.health.set_state(State.OK):
                 log.info("inference thread running again")
             self.health.beat(PROBE_PERIOD_S + HUNG_AFTER_S)
             await asyncio.sleep(PROBE_PERIOD_S)

@@ -16,7 +16,7 @@ from typing import Any
 from edge_agent.config.outbox import OutboxConfig
 from edge_agent.contract import PRIORITY_OF_KIND, ContractError, Kind, Priority
 from edge_agent.errors import StorageError
-from edge_agent.health import ComponentHealth, State
+from edge_agent.health import ComponentHealth, State, reason
 from edge_agent.outbox.encode import TailEncoder
 from edge_agent.outbox.rows import NewEvent, OutboxRow
 from edge_agent.outbox.store import Store
@@ -25,8 +25,6 @@ from edge_agent.outbox.writer import AckJob, PutJob, Writer
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 5.0
-# A writer thread silent this long is wedged (a hung disk): stop feeding the watchdog.
-WRITER_STALL_S = 60.0
 
 EventSpec = tuple[Kind | str, dict[str, Any], str, float | None, Priority | None]
 
@@ -85,9 +83,9 @@ class Outbox:
     async def __aenter__(self) -> Outbox:
         writer = Writer(
             self.store,
-            health=self.health,
             loop=asyncio.get_running_loop(),
             on_commit=self._new_rows.set,
+            on_state=self._writer_state,
         )
         writer.start()
         self._writer = writer
@@ -105,11 +103,17 @@ class Outbox:
             self.health.count("quarantined")
             self.health.set_state(
                 State.OK,
-                f"epoch {self.epoch}; corrupt file moved to {quarantined.moved_to.name}",
+                reason(
+                    "quarantined",
+                    f"epoch {self.epoch}; corrupt file moved to {quarantined.moved_to.name}",
+                    file=quarantined.moved_to.name,
+                ),
                 error=f"corrupt database quarantined: {quarantined.reason}",
             )
         else:
-            self.health.set_state(State.OK, f"epoch {self.epoch}")
+            self.health.set_state(State.OK)
+        # The writer promises to turn (it heartbeats every second even when idle).
+        self.health.expect_progress(self.config.writer_stall_s)
         self.health.set_facts(**self.stats())
         if self.store.stats()["pending_rows"]:
             self._new_rows.set()
@@ -146,20 +150,48 @@ class Outbox:
         threading.Thread(target=stop, name="outbox-stop", daemon=True).start()
         await asyncio.shield(done)
 
+    def _writer_state(self) -> None:
+        """The writer's condition as this component's state (called on the loop)."""
+        writer = self._writer
+        if writer is None:
+            return
+        errors = writer.write_errors - int(self.health.counters.get("write_errors", 0))
+        if errors > 0:
+            self.health.count("write_errors", errors)
+        if writer.fatal is not None:
+            self.health.set_state(
+                State.FAILING,
+                reason("database_corrupt", "database corrupt"),
+                error=writer.last_error,
+            )
+        elif not writer.alive or time.monotonic() - writer.heartbeat > self.config.writer_stall_s:
+            self.health.set_state(
+                State.FAILING,
+                reason(
+                    "writer_stalled", "writer thread stalled", seconds=self.config.writer_stall_s
+                ),
+            )
+        elif writer.degraded is not None:
+            self.health.set_state(State.DEGRADED, writer.degraded, error=writer.last_error)
+        else:
+            self.health.set_state(State.OK)
+
     async def run(self) -> None:
-        period = self.config.stats_interval_s
+        period = min(self.config.stats_interval_s, self.config.writer_stall_s / 4)
         while True:
             writer = self._require()
             if writer.fatal is not None:
+                self._writer_state()
                 raise StorageError(
                     f"outbox {self.path} is corrupt ({writer.fatal}); restarting to quarantine it"
                 )
             self._update_rates()
             self.health.set_facts(**self.stats())
-            if time.monotonic() - writer.heartbeat < WRITER_STALL_S and writer.alive:
-                self.health.beat(period)
-            else:
-                self.health.set_state(State.FAILING, "writer thread stalled")
+            if writer.alive and time.monotonic() - writer.heartbeat < self.config.writer_stall_s:
+                self.health.progress()
+            # A stall clears by itself once the writer turns again.
+            self._writer_state()
+            self.health.beat(period)
             await asyncio.sleep(period)
 
     def _require(self) -> Writer:

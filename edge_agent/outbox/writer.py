@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.errors import StorageError
-from edge_agent.health import ComponentHealth, State
+from edge_agent.health import Reason, reason
 from edge_agent.outbox.reserve import DiskReserve
 from edge_agent.outbox.rows import NewEvent
 from edge_agent.outbox.schema import SQLITE_FULL, error_code, is_corrupt
@@ -66,17 +66,20 @@ class Writer:
         self,
         store: Store,
         *,
-        health: ComponentHealth,
         loop: asyncio.AbstractEventLoop,
         on_commit: Callable[[], None],
+        on_state: Callable[[], None],
     ) -> None:
         self.store = store
-        self.health = health
         self.loop = loop
         self.on_commit = on_commit
+        # Called on the loop whenever `degraded` or `fatal` changes: the outbox component,
+        # not this thread, writes the health entry.
+        self.on_state = on_state
         self.heartbeat = time.monotonic()
-        self.degraded: str | None = None
+        self.degraded: Reason | None = None
         self.last_error = ""
+        self.write_errors = 0
         self.fatal: BaseException | None = None
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._closing = threading.Event()
@@ -268,27 +271,35 @@ class Writer:
             # Corruption found while running: only a restart (quick_check, quarantine) helps.
             self.fatal = exc
             log.error("outbox database is corrupt while running: %s", exc)
-            self.health.set_state(State.FAILING, "database corrupt", error=self.last_error)
+            self._state_changed()
 
     def _degrade(self, exc: sqlite3.Error | None) -> None:
         if exc is None:
-            reason = "disk full: the oldest low-priority rows make room for new ones"
+            why = reason(
+                "disk_full_evicting",
+                "disk full: the oldest low-priority rows make room for new ones",
+            )
         elif error_code(exc) == SQLITE_FULL:
-            reason = "disk full"
+            why = reason("disk_full", "disk full")
         else:
-            reason = f"write failing: {exc}"
+            why = reason("write_failing", f"write failing: {exc}", error=str(exc))
         if self.degraded is None:
-            log.warning("outbox %s; producers wait, retrying", reason)
-        self.degraded = reason
+            log.warning("outbox %s; producers wait, retrying", why.text)
         if exc is not None:
-            self.health.count("write_errors")
-        self.health.set_state(State.DEGRADED, reason, error=self.last_error)
+            self.write_errors += 1
+        if why != self.degraded or exc is not None:
+            self.degraded = why
+            self._state_changed()
 
     def _recovered(self) -> None:
         if self.degraded is not None:
-            log.info("outbox writes succeed again after: %s", self.degraded)
+            log.info("outbox writes succeed again after: %s", self.degraded.text)
             self.degraded = None
-            self.health.set_state(State.OK, f"epoch {self.store.epoch}")
+            self._state_changed()
+
+    def _state_changed(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            self.loop.call_soon_threadsafe(self.on_state)
 
     def _settle(
         self, pairs: list[tuple[asyncio.Future[Any], Any]], committed: bool = False

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -14,10 +13,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from edge_agent.backoff import Backoff
 from edge_agent.config.sensors import SensorBase
 from edge_agent.contract import Kind, reading_data
 from edge_agent.errors import SensorError
-from edge_agent.health import ComponentHealth, State
+from edge_agent.health import ComponentHealth, State, reason
 from edge_agent.sensors.quality import Aggregator, Checked, Validator
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,9 @@ class Poller:
         self.validator = Validator(config.ranges, stuck_after_s=config.stuck_after_s)
         self.aggregator = Aggregator(config.aggregate_s) if config.aggregate_s else None
         self._failures = 0
+        self._retry = Backoff(
+            config.interval_s, max(config.backoff_max_s, config.interval_s), jitter=0.4
+        )
         self._thread: ReadThread | None = None
 
     async def __aenter__(self) -> Poller:
@@ -179,12 +182,12 @@ class Poller:
             samples = await self._read()
         except TimeoutError:
             self.health.count("timeouts")
-            return self._failed(f"no answer within {self.config.timeout_s:g} s")
+            return self._failed(f"no answer within {self.config.timeout_s:g} s", "no_answer")
         except SensorError as exc:
             return self._failed(str(exc))
         except Exception as exc:
             log.debug("sensor %s: driver raised", self.config.name, exc_info=exc)
-            return self._failed(f"driver error: {type(exc).__name__}: {exc}")
+            return self._failed(f"driver error: {type(exc).__name__}: {exc}", "driver_error")
         finally:
             self._driver_facts()
         ts = time.time()
@@ -199,12 +202,20 @@ class Poller:
             if n:
                 self.health.count(quality, n)
         if not usable:
-            return self._failed("; ".join(problems) or "no values in the answer")
+            return self._failed(
+                "; ".join(problems) or "no values in the answer", "no_usable_values"
+            )
         self.health.progress("readings", len(usable))
         self.health.set_facts(last_read=ts)
         self._failures = 0
+        self._retry.reset()
         state = State.DEGRADED if problems else State.OK
-        if self.health.set_state(state, "; ".join(problems)):
+        why = (
+            reason("values_rejected", "; ".join(problems), count=len(problems))
+            if problems
+            else None
+        )
+        if self.health.set_state(state, why):
             log.info("sensor %s: %s", self.config.name, state.value)
         return self.config.interval_s
 
@@ -241,15 +252,15 @@ class Poller:
         if callable(facts):
             self.health.set_facts(**facts())
 
-    def _failed(self, reason: str) -> float:
+    def _failed(self, why: str, code: str = "read_failed") -> float:
         self._failures += 1
         self.health.count("errors")
         self.health.set_facts(consecutive_failures=self._failures)
         failing = self._failures >= self.config.failing_after
         state = State.FAILING if failing else State.DEGRADED
-        if self.health.set_state(state, reason, error=reason):
-            log.warning("sensor %s: %s (%s)", self.config.name, state.value, reason)
+        what = reason(code, why, failures=self._failures)
+        if self.health.set_state(state, what, error=why):
+            log.warning("sensor %s: %s (%s)", self.config.name, state.value, why)
         else:
-            log.debug("sensor %s: read failed (%s)", self.config.name, reason)
-        backoff = min(self.config.backoff_max_s, self.config.interval_s * 2 ** (self._failures - 1))
-        return float(backoff * random.uniform(0.8, 1.2))
+            log.debug("sensor %s: read failed (%s)", self.config.name, why)
+        return self._retry.next()

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -26,10 +25,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_agent.backoff import Backoff
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.contract import Kind, utc_iso
 from edge_agent.errors import CameraError
-from edge_agent.health import ComponentHealth, State
+from edge_agent.health import ComponentHealth, State, reason
 from edge_agent.sensors.base import Sink
 
 log = logging.getLogger(__name__)
@@ -179,10 +179,10 @@ class Capture:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._latest: Frame | None = None
         self._latest_lock = threading.Lock()
-        self.online = False
         self._reported: str | None = None
         self._offline_since: float | None = None
         self._failures = 0
+        self._retry = Backoff(0.5, max(config.backoff_max_s, 0.5), jitter=0.2)
         self.finished = threading.Event()
 
     async def __aenter__(self) -> Capture:
@@ -263,34 +263,44 @@ class Capture:
                     self._backoff()
                     continue
                 try:
-                    reason = self._read_loop(capture)
+                    why = self._read_loop(capture)
                 finally:
                     capture.release()
                 if self._stop.is_set():
                     break
-                self._went_offline(reason)
-                if reason == "end of file":
+                self._went_offline(why)
+                if why == "end of file":
                     # Finished, not wedged: a stopped component no longer owes the watchdog.
-                    self.health.set_state(State.STOPPED, "end of file (loop = false)")
+                    self.health.expect_progress(None)
+                    self.health.set_state(
+                        State.STOPPED, reason("end_of_file", "end of file (loop = false)")
+                    )
                     break
                 self._backoff()
         except Exception as exc:  # never let a thread die silently
             log.exception("camera %s: capture thread failed", self.config.name)
-            self.health.set_state(State.FAILING, f"capture thread failed: {exc}", error=str(exc))
+            self.health.expect_progress(None)
+            self.health.set_state(
+                State.FAILING,
+                reason("capture_crashed", f"capture thread failed: {exc}"),
+                error=str(exc),
+            )
         finally:
             self.finished.set()
             self.frames.close()
 
     def _backoff(self) -> None:
         self._failures += 1
-        delay = min(self.config.backoff_max_s, 0.5 * 2 ** (self._failures - 1))
-        self._stop.wait(delay * random.uniform(0.8, 1.2))
+        self._stop.wait(self._retry.next())
 
     def _went_online(self, source_fps: float) -> None:
         now = time.time()
         self._failures = 0
-        self.online = True
-        self.health.set_state(State.OK, f"online, source {source_fps:g} fps")
+        self._retry.reset()
+        self.health.set_state(State.OK, reason("online", "online", source_fps=source_fps))
+        # An online camera promises frames: a read wedged past every timeout stops the
+        # watchdog (the thread cannot report it itself).
+        self.health.expect_progress(self._progress_within_s())
         self.health.set_facts(online=True, source_fps=source_fps)
         log.info("camera %s: online (%s)", self.config.name, redact(self.config.source))
         self._reported = "online"
@@ -307,18 +317,24 @@ class Capture:
             )
             self._offline_since = None
 
-    def _went_offline(self, reason: str) -> None:
+    def _progress_within_s(self) -> float:
+        c = self.config
+        return max(c.open_timeout_s, c.read_timeout_s) + 3.0 / c.fps + 10.0
+
+    def _went_offline(self, why: str) -> None:
         now = time.time()
         state = State.DEGRADED if self._failures < 3 else State.FAILING
-        self.online = False
-        self.health.set_state(state, f"offline: {reason}", error=reason)
+        self.health.expect_progress(None)
+        self.health.set_state(
+            state, reason("camera_offline", f"offline: {why}", detail=why), error=why
+        )
         self.health.set_facts(online=False)
         if self._reported != "offline":
             self._reported = "offline"
             self._offline_since = now
             self.health.count("went_offline")
-            log.warning("camera %s: offline (%s)", self.config.name, reason)
-            self._emit({"event": "state", "state": "offline", "detail": reason}, now)
+            log.warning("camera %s: offline (%s)", self.config.name, why)
+            self._emit({"event": "state", "state": "offline", "detail": why}, now)
 
     def _read_loop(self, capture: Any) -> str:
         source_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -340,7 +356,7 @@ class Capture:
                 return "end of file" if self.is_file else "read failed or timed out"
             played += 1
             index += 1
-            self.health.count("frames_captured")
+            self.health.progress("frames_captured")
             if self._pace and source_fps:
                 delay = started + played / source_fps - time.monotonic()
                 if delay > 0:

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 
 from edge_agent.config.sensors import SystemSensor
-from edge_agent.health import host_snapshot
+from edge_agent.host import host_snapshot
 from edge_agent.sensors.base import Sample
 
 QUANTITIES: dict[str, tuple[str, str]] = {

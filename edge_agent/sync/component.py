@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from edge_agent.backoff import Backoff
 from edge_agent.config import MqttConfig
 from edge_agent.contract import CONTRACT_VERSION, Topics, dumps, utc_iso
 from edge_agent.errors import SyncError
-from edge_agent.health import ComponentHealth, State
+from edge_agent.health import ComponentHealth, Reason, State, reason
 from edge_agent.sync.commands import CommandHandlers, CommandProcessor, ReplayGuard
 from edge_agent.sync.link import Link, LinkOptions, Message, Will
 from edge_agent.sync.publisher import OutboxSource, Publisher, TokenBucket
@@ -66,15 +66,6 @@ def link_options(config: MqttConfig, node_id: str) -> LinkOptions:
     )
 
 
-def backoff_delays(minimum: float, maximum: float) -> Any:
-    """Capped exponential backoff with full jitter in the upper half."""
-    attempt = 0
-    while True:
-        cap = min(maximum, minimum * 2**attempt)
-        yield random.uniform(cap / 2, cap)
-        attempt = min(attempt + 1, 30)
-
-
 class Sync:
     """Outbox → provincial broker, live state and remote commands."""
 
@@ -88,6 +79,7 @@ class Sync:
         outbox: OutboxSource,
         handlers: CommandHandlers,
         health: ComponentHealth,
+        publisher_health: ComponentHealth | None = None,
         state_dir: Path | None = None,
     ) -> None:
         self.config = config
@@ -95,6 +87,8 @@ class Sync:
         self.outbox = outbox
         self.handlers = handlers
         self.health = health
+        # The publisher writes an entry of its own: one writer per entry.
+        self.publisher_health = publisher_health or ComponentHealth("publisher", kind="publisher")
         self.state_dir = state_dir
         self.topics = Topics(config.topic_prefix, node.district, node.id)
         self.link: Link | None = None
@@ -131,7 +125,7 @@ class Sync:
         self.publisher = Publisher(
             self.outbox,
             self.topics,
-            health=self.health,
+            health=self.publisher_health,
             window=self.config.inflight_window,
             batch_max=self.config.batch_max_events,
             batch_min=self.config.batch_min_events,
@@ -139,7 +133,10 @@ class Sync:
             compress=self.config.compression == "zstd",
             rate=TokenBucket(self.config.rate_messages_per_s, self.config.rate_bytes_per_s),
         )
-        self.health.set_state(State.STARTING, f"connecting to {self._where()}")
+        self.health.set_state(
+            State.STARTING,
+            reason("connecting", f"connecting to {self._where()}", broker=self._where()),
+        )
         return self
 
     async def __aexit__(
@@ -161,6 +158,14 @@ class Sync:
                     )
             await link.disconnect()
         self.health.set_state(State.STOPPED)
+
+    def _unreachable(self) -> Reason:
+        return reason(
+            "broker_unreachable",
+            "broker unreachable",
+            broker=self._where(),
+            since=self.health.since if self.health.state is not State.OK else time.time(),
+        )
 
     def _where(self) -> str:
         return f"{self.config.host}:{self.config.port}"
@@ -197,7 +202,7 @@ class Sync:
 
     async def run(self) -> None:
         assert self.publisher is not None
-        delays = backoff_delays(self.config.backoff_min_s, self.config.backoff_max_s)
+        retry = Backoff(self.config.backoff_min_s, self.config.backoff_max_s)
         while True:
             # The watchdog promise covers the slowest honest turn: a connect attempt, then a
             # birth that waits for its PUBACK until the link is declared dead.
@@ -219,21 +224,23 @@ class Sync:
                 )
             except SyncError as exc:
                 await link.disconnect()
-                if self.health.set_state(State.DEGRADED, "broker unreachable", error=str(exc)):
+                if self.health.set_state(State.DEGRADED, self._unreachable(), error=str(exc)):
                     log.warning("broker %s unreachable: %s (retrying)", self._where(), exc)
                 self.health.count("connect_failures")
-                await self._pause(next(delays))
+                await self._pause(retry.next())
                 continue
             self.link = link
-            delays = backoff_delays(self.config.backoff_min_s, self.config.backoff_max_s)
-            self.health.set_state(State.OK, f"connected to {self._where()}")
+            retry.reset()
+            self.health.set_state(
+                State.OK, reason("connected", f"connected to {self._where()}", broker=self._where())
+            )
             self.health.count("connects")
             log.info("connected to broker %s as %s", self._where(), link.options.client_id)
-            reason = await self._serve(link)
+            lost = await self._serve(link)
             self.link = None
-            if self.health.set_state(State.DEGRADED, "broker unreachable", error=reason):
-                log.warning("link to %s lost: %s (reconnecting)", self._where(), reason)
-            await self._pause(next(delays))
+            if self.health.set_state(State.DEGRADED, self._unreachable(), error=lost):
+                log.warning("link to %s lost: %s (reconnecting)", self._where(), lost)
+            await self._pause(retry.next())
 
     async def _pause(self, seconds: float) -> None:
         self.health.beat(seconds + 5.0)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from edge_agent.config import WebConfig
 from edge_agent.errors import EdgeAgentError
-from edge_agent.health import ComponentHealth, State
+from edge_agent.health import ComponentHealth, State, reason
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ async def api_status(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     status = request.app[STATUS_KEY]()
     code = 503 if status["state"] == State.FAILING.value else 200
-    return web.json_response({"state": status["state"]}, status=code)
+    return web.json_response(
+        {"state": status["state"], "reasons": status.get("reasons", [])}, status=code
+    )
 
 
 def _metric_name(text: str) -> str:
@@ -118,7 +120,8 @@ class StatusServer:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
-        self.health.set_state(State.OK, f"http://{self.config.host}:{self.port}/")
+        url = f"http://{self.config.host}:{self.port}/"
+        self.health.set_state(State.OK, reason("listening", url, url=url))
         log.info("status page on http://%s:%s/", self.config.host, self.port)
         return self
 

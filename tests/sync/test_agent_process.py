@@ -72,7 +72,7 @@ def start(config: Path, agents: list[subprocess.Popen[bytes]]) -> subprocess.Pop
     with (config.parent / "agent.log").open("ab") as log:
         process = subprocess.Popen(
             agent_command("run", "--config", str(config)),
-            env=agent_env(),
+            env=agent_env(mqtt=True),
             stdout=subprocess.DEVNULL,
             stderr=log,
         )

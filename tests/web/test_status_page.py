@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from edge_agent.config import WebConfig
-from edge_agent.health import HealthRegistry, State
+from edge_agent.health import HealthRegistry, Role, State, reason
 from edge_agent.web.server import StatusServer
 from tests.conftest import agent_command, agent_env, free_port, require_binary, wait_for_port
 
@@ -21,6 +21,7 @@ def _status(registry: HealthRegistry) -> dict[str, object]:
     return {
         "node": {"id": "n1", "district": "d1", "province": "p1"},
         "state": registry.overall().value,
+        "reasons": [f.to_dict() for f in registry.verdict().findings],
         "time": 0,
         "components": registry.snapshot(),
         "outbox": {"pending_rows": 3},
@@ -31,7 +32,7 @@ def _status(registry: HealthRegistry) -> dict[str, object]:
 @pytest.mark.asyncio
 async def test_json_healthz_and_metrics() -> None:
     registry = HealthRegistry()
-    sensor = registry.register("sensor:aq-1", kind="sensor")
+    sensor = registry.register("sensor:aq-1", kind="sensor", role=Role.SOURCE)
     sensor.set_state(State.OK)
     sensor.progress("readings", 4)
     outbox = registry.register("outbox", kind="outbox")
@@ -55,10 +56,17 @@ async def test_json_healthz_and_metrics() -> None:
             assert 'edge_agent_component_state{component="web",state="ok"} 1' in text
             assert 'edge_agent_component_fact{component="outbox",fact="pending_rows"} 12' in text
             assert "ab12" not in text  # text facts are not metrics
-        sensor.set_state(State.FAILING, "no answer", error="no answer")
+        sensor.set_state(State.FAILING, reason("no_answer", "no answer"), error="no answer")
         async with session.get(f"{base}/healthz") as response:
+            # The only sensor down: no data flows, so the node is failing.
             assert response.status == 503
-            assert (await response.json())["state"] == "failing"
+            body = await response.json()
+            assert body["state"] == "failing"
+            assert {r["code"] for r in body["reasons"]} == {
+                "all_sensors_down",
+                "no_answer",
+                "starting",
+            }
 
 
 @pytest.mark.asyncio
