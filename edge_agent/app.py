@@ -7,31 +7,36 @@ import asyncio
 import contextlib
 import logging
 import signal
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from edge_agent import __version__
 from edge_agent.config import Settings, config_hash, effective_config
 from edge_agent.config.editing import edit_config, restore_backup
+from edge_agent.config.loader import redactor
 from edge_agent.contract import Kind
-from edge_agent.errors import CameraError, EdgeAgentError, UnknownCameraError
+from edge_agent.errors import CameraError, ConfigError, EdgeAgentError, UnknownCameraError
 from edge_agent.health import HealthRegistry, Role, State
 from edge_agent.host import HostMonitor
-from edge_agent.inference.pipeline import CameraPipeline, InferenceService
-from edge_agent.inference.snapshots import SnapshotStore
 from edge_agent.notify import Notifier
 from edge_agent.outbox import Outbox
 from edge_agent.sensors.base import Poller
-from edge_agent.sensors.camera import Capture
 from edge_agent.sensors.registry import build_driver
 from edge_agent.sync import Applied, NodeInfo, Sync
 from edge_agent.web.server import StatusServer
 
+if TYPE_CHECKING:
+    from edge_agent.sensors.camera import Capture
+
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
+OUTBOX_FILE = "outbox.sqlite3"
+# Kinds whose data never carries text from the config: not walked for secrets (hot path).
+_PLAIN_KINDS = frozenset({Kind.READING, Kind.DETECTION, Kind.COUNT})
 
 
 @runtime_checkable
@@ -45,6 +50,35 @@ class _StopRequested(Exception):
 
 class _RestartRequested(Exception):
     pass
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """The state dir exists (created if missing) and takes new files; the outbox path is
+    free for a file. What fails here a technician fixes, so it is a ConfigError (exit 78)."""
+
+    def problem(what: str) -> ConfigError:
+        return ConfigError([f"paths.state_dir: {what} ({state_dir})"])
+
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise problem("is a file, not a directory") from None
+    except NotADirectoryError:
+        raise problem("a part of the path is a file, not a directory") from None
+    except OSError as exc:
+        raise problem(f"cannot create it: {exc.strerror}") from None
+    if not state_dir.is_dir():
+        raise problem("is not a directory")
+    outbox = state_dir / OUTBOX_FILE
+    if outbox.is_dir():
+        raise problem(f"{OUTBOX_FILE} is a directory; move it away")
+    try:
+        with tempfile.TemporaryFile(dir=state_dir):
+            pass
+    except OSError as exc:
+        raise problem(
+            f"cannot create files in it: {exc.strerror}; give the agent's user write access"
+        ) from None
 
 
 class AgentCommands:
@@ -87,9 +121,11 @@ class Agent:
         self.registry = HealthRegistry(link_unhealthy_after_s=settings.web.unhealthy_after_s)
         self.notifier = Notifier()
         self.config_hash = config_hash(settings)
+        self.redactor = redactor(settings)
         state_dir = settings.paths.state_dir
+        check_state_dir(state_dir)
         self.outbox = Outbox(
-            state_dir / "outbox.sqlite3",
+            state_dir / OUTBOX_FILE,
             node=settings.node.id,
             config=settings.outbox,
             health=self.registry.register("outbox", kind="outbox", role=Role.CORE),
@@ -113,6 +149,12 @@ class Agent:
         self.captures: dict[str, Capture] = {}
         cameras = [camera for camera in settings.cameras if camera.enabled]
         if cameras:
+            # OpenCV, numpy and onnxruntime cost ~100 MB of RSS: only a node with a camera
+            # loads them.
+            from edge_agent.inference.pipeline import CameraPipeline, InferenceService
+            from edge_agent.inference.snapshots import SnapshotStore
+            from edge_agent.sensors.camera import Capture
+
             # One inference thread for all cameras; one capture thread per camera.
             self.inference = InferenceService(
                 settings.detector,
@@ -174,6 +216,9 @@ class Agent:
         self.restart_requested.set()
 
     async def _to_outbox(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
+        if kind not in _PLAIN_KINDS:
+            # State and alert texts may quote a URL from the config (an error message).
+            data = self.redactor.data(data)
         await self.outbox.put(kind, data, stream=stream, ts=ts)
 
     async def _host_health(self, facts: dict[str, Any], ts: float) -> None:
@@ -208,7 +253,12 @@ class Agent:
         return jpeg
 
     def status(self) -> dict[str, Any]:
-        """The facts the status page, `/api/status` and the `status` command show."""
+        """The facts the status page, `/api/status` and the `status` command show (secrets
+        masked: a reason may quote a URL from the config)."""
+        facts: dict[str, Any] = self.redactor.data(self._status())
+        return facts
+
+    def _status(self) -> dict[str, Any]:
         outbox_health = self.registry.get("outbox")
         verdict = self.registry.verdict()
         return {
@@ -259,6 +309,10 @@ async def watchdog(registry: HealthRegistry, notifier: Notifier, interval_s: flo
             log.error("watchdog withheld: no progress from %s", ", ".join(stuck))
             notifier.status(f"watchdog withheld: no progress from {', '.join(stuck)}")
         await asyncio.sleep(interval_s)
+
+
+def _is_setup_error(exc: BaseException) -> bool:
+    return isinstance(exc, EdgeAgentError) and exc.exit_code == 78
 
 
 async def run_agent(settings: Settings, *, config_path: Path | None = None) -> int:
@@ -336,7 +390,9 @@ async def _run_generation(agent: Agent, stop: asyncio.Event, *, trial: bool) -> 
                 log.error("fatal: %s", exc)
             else:
                 log.error("fatal: %s", exc, exc_info=exc)
-        exit_code = 1
+        # What stopped the start is the technician's to fix (config, files): 78 keeps systemd
+        # from restarting into the same wall. Anything else a restart may cure: 1.
+        exit_code = 78 if entering and all(_is_setup_error(e) for e in group.exceptions) else 1
         if entering and trial:
             outcome = "start_failed"
     finally:

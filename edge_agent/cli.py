@@ -17,18 +17,22 @@ from edge_agent.errors import ConfigError, EdgeAgentError
 log = logging.getLogger("edge_agent")
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from restart-looping
 OUTBOX_FILE = "outbox.sqlite3"
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", secret_params: Sequence[str] | None = None
+) -> None:
+    from edge_agent.redact import DEFAULT_SECRET_PARAMS, RedactingFormatter, Redactor
+
     journal = fmt == "journal" or (fmt == "auto" and bool(os.environ.get("JOURNAL_STREAM")))
     pattern = "%(levelname)s %(name)s: %(message)s"
     if not journal:
         pattern = "%(asctime)s " + pattern
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(pattern))
+    params = DEFAULT_SECRET_PARAMS if secret_params is None else secret_params
+    handler.setFormatter(RedactingFormatter(pattern, Redactor(params)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -60,7 +64,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.config import DEFAULT_CONFIG_PATH, load_settings
 
     settings = load_settings(args.config)
-    configure_logging(args.log_level or settings.logging.level, settings.logging.format)
+    configure_logging(
+        args.log_level or settings.logging.level,
+        settings.logging.format,
+        settings.logging.secret_query_params,
+    )
     path = args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
     return asyncio.run(run_agent(settings, config_path=path))
 

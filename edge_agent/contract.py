@@ -64,6 +64,21 @@ PRIORITY_OF_KIND: dict[Kind, Priority] = {
 }
 
 
+# Streams the node itself publishes on (`data/{stream}`), or that mean something else on the
+# wire (`data/batch` carries batches): no sensor or camera may take one of these names.
+RESERVED_STREAMS = frozenset({"batch", "gap", "alert", "audit", "health", "status", "aqi"})
+
+
+def stream_problem(name: str) -> str | None:
+    """Why `name` cannot be a sensor's or camera's stream, or None when it can."""
+    if not valid_segment(name):
+        return "must be one topic level: letters, digits, '_', '.', '-'"
+    if name.lower() in RESERVED_STREAMS:
+        reserved = ", ".join(sorted(RESERVED_STREAMS))
+        return f"{name!r} is reserved by the contract ({reserved}); choose another name"
+    return None
+
+
 class ContractError(ValueError):
     """A payload does not follow the contract."""
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,3 +163,118 @@ def agent_env(*, mqtt: bool = False, **extra: str) -> dict[str, str]:
 
 def agent_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "edge_agent", *args]
+
+
+class AgentProcess:
+    """A child process whose output is read while it runs (a full pipe never blocks it) and
+    whose pipes are always closed: use as a context manager or through `agent_process`."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], cwd: Path | None = None) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            args,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="agent-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    def wait_for_output(self, pattern: str, *, timeout_s: float = 60.0) -> re.Match[str]:
+        """The first match of `pattern` (a regex) in the output, waiting for it to appear."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                found = regex.search("".join(self._lines))
+                if found is not None:
+                    return found
+                if self.process.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(
+                        f"process exited with {self.process.returncode} before printing"
+                        f" {pattern!r}:\n{''.join(self._lines)}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"no {pattern!r} within {timeout_s} s:\n{''.join(self._lines)}"
+                    )
+                self._changed.wait(min(remaining, 0.5))
+
+    def send_signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        code = self.process.wait(timeout=timeout_s)
+        self._reader.join(timeout=5)
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM, *, timeout_s: float = 20.0) -> int:
+        """Signal it (SIGKILL after `timeout_s`), wait, and close its pipes."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+                try:
+                    self.process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            self._reader.join(timeout=5)
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+        return self.process.returncode
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def agent_process() -> Iterator[Callable[..., AgentProcess]]:
+    """Start `edge-agent ARGS...` (or any command with `command=`) as a child; every one is
+    stopped and its pipes closed after the test, whatever happened."""
+    started: list[AgentProcess] = []
+
+    def start(
+        *args: str,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> AgentProcess:
+        child = AgentProcess(
+            command or agent_command(*args), env=env if env is not None else agent_env(), cwd=cwd
+        )
+        started.append(child)
+        return child
+
+    yield start
+    for child in reversed(started):
+        child.stop(timeout_s=10)

@@ -101,11 +101,34 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("[web]\nport = 70000\n", "web.port: Input should be less than or equal to 65535"),
         (
             "[[sensors]]\nkind = 'simulated'\nname = 'a'\ninterval_s = -1\n",
-            "sensors[0].interval_s: Input should be greater than 0",
+            "sensors[0].interval_s: Input should be greater than or equal to 0.01",
         ),
         ("[[sensors]]\nkind = 'nope'\nname = 'a'\n", "sensors[0]: kind 'nope' is not known"),
         ("[mqtt\nport = 1\n", "config: invalid TOML"),
         ("[node]\nid = 'has space'\n", "node.id: String should match pattern"),
+        (
+            "[[sensors]]\nkind = 'simulated'\nname = 'a'\ninterval_s = 1e-9\n",
+            "sensors[0].interval_s: Input should be greater than or equal to 0.01",
+        ),
+        (
+            "[[sensors]]\nkind = 'simulated'\nname = 'a'\n[sensors.ranges.pm2_5]\n"
+            "min = nan\nmax = 10\n",
+            "sensors[0].ranges.pm2_5.min: Input should be a finite number",
+        ),
+        ("[mqtt]\nhost = 'a b'\n", "mqtt.host: String should match pattern"),
+        (
+            "[[sensors]]\nkind = 'simulated'\nname = 'batch'\n",
+            "sensors[0].name: 'batch' is reserved by the contract",
+        ),
+        (
+            "cameras = [{name = 'gap', source = 'x.avi'}]\nsensors = []\n",
+            "cameras[0].name: 'gap' is reserved by the contract",
+        ),
+        (
+            "[[sensors]]\nkind = 'simulated'\nname = 'gate'\n"
+            "[[cameras]]\nname = 'gate'\nsource = 'x.avi'\n",
+            "cameras[0].name: 'gate' is already the name of sensors[0]",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -115,6 +138,12 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         "bad-kind",
         "toml",
         "pattern",
+        "tiny-interval",
+        "nan-range",
+        "broker-host-space",
+        "reserved-sensor-name",
+        "reserved-camera-name",
+        "sensor-and-camera-share-a-name",
     ],
 )
 def test_bad_config_names_the_key_and_exits_78(tmp_path: Path, text: str, expected: str) -> None:
@@ -194,3 +223,14 @@ def test_run_with_bad_config_exits_78(tmp_path: Path) -> None:
     )
     assert result.returncode == 78
     assert result.stderr.startswith("outbox.max_bytes:")
+
+
+def test_config_hash_covers_secrets_without_revealing_them() -> None:
+    from edge_agent.config import config_hash
+    from edge_agent.config.mqtt import MqttConfig
+    from edge_agent.config.settings import Settings
+
+    one = Settings(mqtt=MqttConfig(password="first-secret"))
+    two = Settings(mqtt=MqttConfig(password="second-secret"))
+    assert config_hash(one) != config_hash(two)
+    assert config_hash(one) == config_hash(Settings(mqtt=MqttConfig(password="first-secret")))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from edge_agent.config.sensors import SensorConfig
 from edge_agent.config.settings import ENV_PREFIX, Settings
 from edge_agent.errors import ConfigError
+from edge_agent.redact import Redactor
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/edge-agent.toml")
 
@@ -171,6 +172,18 @@ def _describe(error: Any) -> str:
     return msg
 
 
+def _problems_of(error: Any, data: Any) -> list[tuple[str, str]]:
+    """(dotted key, what is wrong) for one validation error. Checks across sections (stream
+    names) report `key: what` lines from the top level: split them back per key."""
+    key = _dotted(tuple(error["loc"]), data)
+    if error["type"] == "value_error" and not error["loc"]:
+        text = str(error.get("ctx", {}).get("error", "")) or str(error["msg"])
+        parts = [part.partition(": ") for part in text.splitlines()]
+        if all(sep and name and " " not in name for name, sep, _ in parts):
+            return [(name, what) for name, _, what in parts]
+    return [(key, _describe(error))]
+
+
 def load_settings(
     path: Path | None = None,
     *,
@@ -191,18 +204,33 @@ def load_settings(
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            key = _dotted(tuple(error["loc"]), data)
-            problems.append(f"{key}: {_describe(error)} ({_source_of(key, file_data, path, env)})")
+            for key, what in _problems_of(error, data):
+                problems.append(f"{key}: {what} ({_source_of(key, file_data, path, env)})")
         raise ConfigError(problems) from None
 
 
+def redactor(settings: Settings) -> Redactor:
+    return Redactor(settings.logging.secret_query_params)
+
+
 def effective_config(settings: Settings) -> dict[str, Any]:
-    """The configuration as JSON-ready data, secrets masked as `**********`."""
-    return settings.model_dump(mode="json")
+    """The configuration as JSON-ready data: secret fields, URL userinfo and secret-looking
+    query parameters masked as `**********`."""
+    data: dict[str, Any] = redactor(settings).data(settings.model_dump(mode="json"))
+    return data
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        # Covered by the hash without being recoverable from it.
+        secret = value.get_secret_value().encode()
+        return "sha256:" + hashlib.sha256(secret).hexdigest()
+    return str(value)
 
 
 def config_hash(settings: Settings) -> str:
-    """A short stable fingerprint of the effective configuration (secrets included, hashed)."""
-    full = settings.model_dump(mode="json", context={"reveal": True})
-    body = json.dumps(full, sort_keys=True, default=str).encode()
+    """A short stable fingerprint of the effective configuration. Secrets are covered (a
+    changed password changes the hash) through their own sha256, never in clear."""
+    full = settings.model_dump(mode="python")
+    body = json.dumps(full, sort_keys=True, default=_hashable).encode()
     return hashlib.sha256(body).hexdigest()[:16]

@@ -61,7 +61,12 @@ class CommandAuthConfig(Section):
 
 class MqttConfig(Section):
     enabled: bool = Field(default=True, description="Sync to the provincial broker at all.")
-    host: str = Field(default="localhost", description="Provincial broker host name or address.")
+    host: str = Field(
+        default="localhost",
+        min_length=1,
+        pattern=r"^\S+$",
+        description="Provincial broker host name or address.",
+    )
     port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
     topic_prefix: str = Field(
         default="ioc/v1",

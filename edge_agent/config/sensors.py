@@ -23,9 +23,14 @@ class Range(Section):
 
 class SensorBase(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Unique sensor name (topic-safe).")
-    interval_s: float = Field(default=10.0, gt=0, le=86_400, description="Seconds between reads.")
+    interval_s: float = Field(
+        default=10.0, ge=0.01, le=86_400, description="Seconds between reads (at least 0.01)."
+    )
     timeout_s: float = Field(
-        default=5.0, gt=0, le=600, description="A read taking longer than this counts as failed."
+        default=5.0,
+        ge=0.01,
+        le=600,
+        description="A read (the whole answer, not just its start) taking longer counts as failed.",
     )
     backoff_max_s: float = Field(
         default=300.0, gt=0, description="Upper bound of the retry delay after failed reads."
@@ -71,7 +76,9 @@ class SimulatedSensor(SensorBase):
 
 class SystemSensor(SensorBase):
     kind: Literal["system"] = Field(description="Host health via psutil.")
-    interval_s: float = Field(default=60.0, gt=0, le=86_400, description="Seconds between reads.")
+    interval_s: float = Field(
+        default=60.0, ge=0.01, le=86_400, description="Seconds between reads (at least 0.01)."
+    )
 
 
 class ModbusRegister(Section):

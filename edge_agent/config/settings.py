@@ -16,6 +16,8 @@ from edge_agent.config.cameras import CameraConfig, DetectorConfig
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.outbox import OutboxConfig
 from edge_agent.config.sensors import SensorConfig, SimulatedSensor, SystemSensor
+from edge_agent.contract import stream_problem
+from edge_agent.redact import DEFAULT_SECRET_PARAMS
 
 ENV_PREFIX = "EDGE_AGENT_"
 TOPIC_LEVEL = r"^[A-Za-z0-9_.-]+$"
@@ -73,6 +75,14 @@ class LoggingConfig(Section):
         default="auto",
         description="'journal' drops timestamps (journald adds them); 'auto' detects journald.",
     )
+    secret_query_params: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SECRET_PARAMS),
+        description=(
+            "URL query parameters whose values are masked in every output (logs, check-config,"
+            " config.get, the status page and API, events), matched by substring without case,"
+            " '-' or '_'. URL userinfo (user:password@) is always masked."
+        ),
+    )
 
 
 def _default_sensors() -> list[SensorConfig]:
@@ -122,13 +132,26 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Settings:
+    def _stream_names(self) -> Settings:
+        # Each sensor and camera publishes on data/{name}: names are unique across both and
+        # keep clear of the streams the contract reserves.
+        problems: list[str] = []
+        seen: dict[str, str] = {}
         for section, items in (("sensors", self.sensors), ("cameras", self.cameras)):
-            seen: set[str] = set()
-            for item in items:
-                if item.name in seen:
-                    raise ValueError(f"{section}: name {item.name!r} is used twice")
-                seen.add(item.name)
+            for index, item in enumerate(items):
+                key = f"{section}[{index}].name"
+                why = stream_problem(item.name)
+                if why is not None:
+                    problems.append(f"{key}: {why}")
+                elif item.name.lower() in seen:
+                    problems.append(
+                        f"{key}: {item.name!r} is already the name of {seen[item.name.lower()]};"
+                        " sensor and camera names share the data/{name} topics"
+                    )
+                else:
+                    seen[item.name.lower()] = key.removesuffix(".name")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @classmethod

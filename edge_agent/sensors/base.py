@@ -15,23 +15,28 @@ from typing import Any, Protocol, TypeVar
 
 from edge_agent.backoff import Backoff
 from edge_agent.config.sensors import SensorBase
-from edge_agent.contract import Kind, reading_data
+from edge_agent.contract import Kind, reading_data, utc_iso
 from edge_agent.errors import SensorError
 from edge_agent.health import ComponentHealth, State, reason
 from edge_agent.sensors.quality import Aggregator, Checked, Validator
 
 log = logging.getLogger(__name__)
 
+# ok/degraded changes reach the IOC at most this often (entering or leaving failing: at once).
+STATE_EVENT_MIN_S = 60.0
+
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One value read from a sensor, with its unit."""
+    """One value read from a sensor, with its unit; `raw` keeps what the device said when it
+    was not a number (the value is then NaN and the reading goes out as 'bad')."""
 
     quantity: str
     value: float
     unit: str
+    raw: str | None = None
 
 
 class Driver(Protocol):
@@ -119,6 +124,12 @@ class Poller:
         self.validator = Validator(config.ranges, stuck_after_s=config.stuck_after_s)
         self.aggregator = Aggregator(config.aggregate_s) if config.aggregate_s else None
         self._failures = 0
+        self._first_failure = 0.0
+        # What the IOC was last told (`sensor` events), and what it still has to be told.
+        self._failing_since: float | None = None
+        self._pending_gap: tuple[float, float] | None = None
+        self._told: State | None = None
+        self._told_at = 0.0
         self._retry = Backoff(
             config.interval_s, max(config.backoff_max_s, config.interval_s), jitter=0.4
         )
@@ -156,6 +167,7 @@ class Poller:
         while True:
             started = time.monotonic()
             delay = await self._poll_once()
+            await self._report_state()
             if self.aggregator is not None:
                 await self._emit_aggregates(time.time())
             self.health.beat(delay + self.config.timeout_s)
@@ -192,7 +204,9 @@ class Poller:
             self._driver_facts()
         ts = time.time()
         now = time.monotonic()
-        checked = [self.validator.check(s.quantity, s.value, s.unit, now=now) for s in samples]
+        checked = [
+            self.validator.check(s.quantity, s.value, s.unit, now=now, raw=s.raw) for s in samples
+        ]
         # Concurrent puts share one outbox group commit: one fsync per read, not per quantity.
         await asyncio.gather(*(self._emit(item, ts) for item in checked))
         usable = [c for c in checked if c.quality != "bad"]
@@ -207,6 +221,9 @@ class Poller:
             )
         self.health.progress("readings", len(usable))
         self.health.set_facts(last_read=ts)
+        if self._failing_since is not None:
+            self._pending_gap = (self._failing_since, ts)
+        self._failing_since = None
         self._failures = 0
         self._retry.reset()
         state = State.DEGRADED if problems else State.OK
@@ -247,18 +264,54 @@ class Poller:
             )
         )
 
+    async def _report_state(self) -> None:
+        """Tell the IOC of state changes as `sensor` events, so a missing reading from a dead
+        device is told apart from a quiet one. Entering or leaving `failing` goes out at once;
+        ok/degraded flapping (a value now and then out of range) at most once a minute, the
+        latest state winning."""
+        state, why = self.health.state, self.health.reason
+        now = time.time()
+        if state is not self._told and state in (State.OK, State.DEGRADED, State.FAILING):
+            urgent = self._told in (None, State.FAILING) or state is State.FAILING
+            if urgent or now - self._told_at >= STATE_EVENT_MIN_S:
+                data: dict[str, Any] = {
+                    "sensor": self.config.name,
+                    "event": "state",
+                    "state": state.value,
+                    "code": None if why is None else why.code,
+                    "detail": "" if why is None else why.text,
+                }
+                await self.sink(Kind.SENSOR, data, self.config.name, now)
+                self._told, self._told_at = state, now
+        gap, self._pending_gap = self._pending_gap, None
+        if gap is not None:
+            start, end = gap
+            data = {
+                "sensor": self.config.name,
+                "event": "coverage_gap",
+                "from": utc_iso(start),
+                "to": utc_iso(end),
+                "duration_s": round(end - start, 3),
+            }
+            await self.sink(Kind.SENSOR, data, self.config.name, end)
+
     def _driver_facts(self) -> None:
         facts = getattr(self.driver, "facts", None)
         if callable(facts):
             self.health.set_facts(**facts())
 
     def _failed(self, why: str, code: str = "read_failed") -> float:
+        if self._failures == 0:
+            self._first_failure = time.time()
         self._failures += 1
         self.health.count("errors")
         self.health.set_facts(consecutive_failures=self._failures)
         failing = self._failures >= self.config.failing_after
         state = State.FAILING if failing else State.DEGRADED
         what = reason(code, why, failures=self._failures)
+        if failing and self._failing_since is None:
+            # Readings stopped at the first failure of the run that made it failing.
+            self._failing_since = self._first_failure
         if self.health.set_state(state, what, error=why):
             log.warning("sensor %s: %s (%s)", self.config.name, state.value, why)
         else:

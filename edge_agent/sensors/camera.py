@@ -30,6 +30,7 @@ from edge_agent.config.cameras import CameraConfig
 from edge_agent.contract import Kind, utc_iso
 from edge_agent.errors import CameraError
 from edge_agent.health import ComponentHealth, State, reason
+from edge_agent.redact import redact_url
 from edge_agent.sensors.base import Sink
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,11 @@ log = logging.getLogger(__name__)
 _FFMPEG_OPTIONS_LOCK = threading.Lock()
 JOIN_TIMEOUT_S = 3.0
 _DEVICE = re.compile(r"^/dev/video(\d+)$")
-_CREDENTIALS = re.compile(r"(?<=://)[^/@]+@")
 
 
 def redact(source: str) -> str:
-    """The source with any `user:password@` removed, for logs and events."""
-    return _CREDENTIALS.sub("***@", source)
+    """The source with its userinfo and secret query parameters masked, for logs and events."""
+    return redact_url(source)
 
 
 @dataclass(frozen=True)

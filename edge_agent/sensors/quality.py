@@ -35,7 +35,7 @@ class Checked:
     value: float | None
     unit: str
     quality: str
-    raw: float | None = None
+    raw: float | str | None = None
     reason: str = ""
 
 
@@ -53,7 +53,11 @@ class Validator:
         self.stuck_after_s = stuck_after_s
         self._last: dict[str, _Stuck] = {}
 
-    def check(self, quantity: str, value: float, unit: str, *, now: float) -> Checked:
+    def check(
+        self, quantity: str, value: float, unit: str, *, now: float, raw: str | None = None
+    ) -> Checked:
+        if raw is not None and not math.isfinite(value):
+            return Checked(quantity, None, unit, "bad", raw, f"{quantity} is not a number: {raw!r}")
         if not math.isfinite(value):
             return Checked(quantity, None, unit, "bad", value, f"{quantity} is {value}")
         bounds = self.ranges.get(quantity)
@@ -76,7 +80,7 @@ class _Bin:
     values: list[float] = field(default_factory=list)
     suspect: int = 0
     bad: int = 0
-    last_raw: float | None = None
+    last_raw: float | str | None = None
 
 
 class Aggregator:

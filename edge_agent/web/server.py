@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Callable
 from importlib import resources
 from types import TracebackType
@@ -11,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from edge_agent.config import WebConfig
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import ConfigError
 from edge_agent.health import ComponentHealth, State, reason
 
 log = logging.getLogger(__name__)
@@ -113,9 +115,20 @@ class StatusServer:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
-            raise EdgeAgentError(
-                f"status page: cannot listen on {self.config.host}:{self.config.port}:"
-                f" {exc.strerror}; set [web] port to a free port or enabled = false"
+            where = f"{self.config.host}:{self.config.port}"
+            if isinstance(exc, socket.gaierror):
+                raise ConfigError(
+                    [
+                        f"web.host: cannot resolve {self.config.host!r} ({exc.strerror}); use an"
+                        " address of this host such as 127.0.0.1 or 0.0.0.0"
+                    ]
+                ) from exc
+            key = "web.host" if exc.errno == errno.EADDRNOTAVAIL else "web.port"
+            raise ConfigError(
+                [
+                    f"{key}: the status page cannot listen on {where}: {exc.strerror}; set [web]"
+                    " port to a free port, host to an address of this host, or enabled = false"
+                ]
             ) from exc
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -63,7 +63,7 @@ def test_newest_frame_wins_and_drops_are_counted() -> None:
 
 
 def test_credentials_never_reach_logs() -> None:
-    assert redact("rtsp://admin:secret@192.0.2.10/s1") == "rtsp://***@192.0.2.10/s1"
+    assert redact("rtsp://admin:secret@192.0.2.10/s1") == "rtsp://**********@192.0.2.10/s1"
     assert redact("/dev/video0") == "/dev/video0"
 
 

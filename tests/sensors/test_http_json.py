@@ -22,6 +22,13 @@ from edge_agent.sensors.registry import build_driver
 
 from .conftest import Recorder, running, wait_state
 
+
+async def eventually_true(predicate: Any, timeout_s: float = 30.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 (the health entry has no event to await)
+            await asyncio.sleep(0.02)
+
+
 TOKEN = "s3cret-token"
 
 
@@ -31,6 +38,7 @@ class Station:
     def __init__(self) -> None:
         self.mode = "ok"
         self.release = asyncio.Event()
+        self.dripping = asyncio.Event()
         self.auth: list[str | None] = []
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -41,10 +49,22 @@ class Station:
             return web.Response(text="<html>maintenance</html>", content_type="text/html")
         if self.mode == "hang":
             await self.release.wait()
+        if self.mode == "drip":
+            # Headers at once, then one byte of body every 0.1 s: each byte arrives well
+            # within a socket timeout, so only a deadline on the whole read stops it.
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            self.dripping.set()
+            for _ in range(600):
+                if self.release.is_set():
+                    break
+                await response.write(b" ")
+                await asyncio.sleep(0.1)
+            return response
         return web.json_response(
             {
                 "station": "hue-03",
-                "obs": [{"t": 31.5, "rh": "77", "p": 1008.2, "a/b": 4}],
+                "obs": [{"t": 31.5, "rh": "77", "p": 1008.2, "a/b": 4, "pm": "n/a"}],
                 "rain_mm": None,
             }
         )
@@ -71,6 +91,7 @@ VALUES = [
     JsonValue(pointer="/obs/0/p", quantity="pressure", unit="hPa"),
     JsonValue(pointer="/obs/0/a~1b", quantity="wind_speed", unit="m/s", scale=0.5),
     JsonValue(pointer="/rain_mm", quantity="rainfall", unit="mm"),
+    JsonValue(pointer="/obs/0/pm", quantity="pm2_5", unit="ug/m3"),
 ]
 
 
@@ -133,7 +154,28 @@ async def test_timeout_then_recovery(
     temps = recorder.readings("temperature")
     assert temps[-1]["value"] == 31.5 and temps[-1]["quality"] == "ok"
     rain = recorder.readings("rainfall")[-1]
-    assert rain["quality"] == "bad" and rain["value"] is None and rain["raw"] == "nan"
+    assert rain["quality"] == "bad" and rain["value"] is None and rain["raw"] == "null"
+    # A text where a number belongs is kept as the text, not as "nan".
+    pm = recorder.readings("pm2_5")[-1]
+    assert pm["quality"] == "bad" and pm["value"] is None and pm["raw"] == "n/a"
+
+
+@pytest.mark.asyncio
+async def test_a_body_dripping_slowly_fails_within_the_timeout(
+    station: tuple[Station, str], tmp_path: Path, recorder: Recorder
+) -> None:
+    st, url = station
+    st.mode = "drip"
+    cfg = config(url, interval_s=0.05, timeout_s=1.0, backoff_max_s=0.1, failing_after=1)
+    health = ComponentHealth("sensor:wx")
+    async with running(
+        Poller(cfg, build_driver(cfg, state_dir=tmp_path), sink=recorder, health=health)
+    ):
+        await st.dripping.wait()
+        await wait_state(health, State.FAILING)
+        # The driver gave up on its own deadline (0.8 x timeout), not only the poller's.
+        await eventually_true(lambda: "read deadline" in health.last_error)
+        st.release.set()
 
 
 def test_token_from_credentials_directory(tmp_path: Path) -> None:

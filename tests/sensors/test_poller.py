@@ -186,8 +186,10 @@ async def test_aggregated_readings_into_a_real_outbox(tmp_path: Path) -> None:
     seqs: list[int] = []
 
     async def to_outbox(kind: object, data: dict[str, object], stream: str, ts: float) -> None:
-        seqs.append(await outbox.put(kind, data, stream=stream, ts=ts))  # type: ignore[arg-type]
-        written.append(data)
+        seq = await outbox.put(kind, data, stream=stream, ts=ts)  # type: ignore[arg-type]
+        if kind == "reading":
+            seqs.append(seq)
+            written.append(data)
 
     async with outbox, running(Poller(config, device, sink=to_outbox, health=health)):
         async with asyncio.timeout(10):
@@ -200,3 +202,47 @@ async def test_aggregated_readings_into_a_real_outbox(tmp_path: Path) -> None:
     # every read landed in exactly one window (the last one flushed at shutdown)
     assert sum(s["count"] for s in stats) == device.calls  # type: ignore[index,misc]
     assert seqs == sorted(set(seqs)) and len(seqs) == len(written)  # each one committed
+
+
+@pytest.mark.asyncio
+async def test_unplugged_and_replugged_sensor_tells_the_ioc_with_a_coverage_gap(
+    recorder: Recorder,
+) -> None:
+    """State changes go upstream as `sensor` events, and the time without readings as a
+    coverage gap, so the IOC knows a dead device from a quiet one."""
+    from edge_agent.contract import Kind, parse_iso
+    from tests.sync.schema import validate
+
+    device = BenchDevice()
+    config = SimulatedSensor(
+        kind="simulated", name="aq-1", interval_s=0.02, backoff_max_s=0.05, failing_after=2
+    )
+    health = ComponentHealth("sensor:aq-1")
+
+    def sensor_events() -> list[dict[str, object]]:
+        return [d for k, d, _, _ in recorder.events if k is Kind.SENSOR]
+
+    def states() -> list[object]:
+        return [d["state"] for d in sensor_events() if d["event"] == "state"]
+
+    async with running(Poller(config, device, sink=recorder, health=health)):
+        await recorder.wait_for(lambda: states() == ["ok"])
+        device.mode = "raise"  # unplugged
+        await recorder.wait_for(lambda: states()[-1:] == ["failing"])
+        device.mode = "ok"  # plugged back in
+        await recorder.wait_for(lambda: states()[-1:] == ["ok"])
+        await recorder.wait_for(lambda: any(d["event"] == "coverage_gap" for d in sensor_events()))
+    events = sensor_events()
+    failing = next(d for d in events if d.get("state") == "failing")
+    assert failing["code"] == "read_failed" and "RS-485" in str(failing["detail"])
+    gap = next(d for d in events if d["event"] == "coverage_gap")
+    assert float(gap["duration_s"]) > 0  # type: ignore[arg-type]
+    assert parse_iso(str(gap["from"])) < parse_iso(str(gap["to"]))
+    # No reading was taken inside the gap, and the one closing it is its end.
+    reading_times = [ts for k, _, _, ts in recorder.events if k is Kind.READING]
+    inside = [
+        t for t in reading_times if parse_iso(str(gap["from"])) < t < parse_iso(str(gap["to"]))
+    ]
+    assert inside == []
+    for data in events:
+        validate("sensor", data)
