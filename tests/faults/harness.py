@@ -1,0 +1,364 @@
+"""The end-to-end fault harness: real agents as subprocesses, a real broker, the real receiver,
+and an account of every event a node committed.
+
+The pass criterion of every scenario is the same and is checked in the receiver's store: for
+each node and epoch, every seq from 1 to the epoch's last is stored once, unless a `gap` the
+node sent declares it lost. Figures each scenario measures are appended to the JSON lines
+file named by `$EDGE_AGENT_FAULTS_REPORT` (bench/faults collects them into
+docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from edge_agent.outbox import OutboxReader
+from tests.conftest import AgentProcess, agent_command, agent_env, free_port
+
+# CI runs the scenarios small; `bench/faults` sets EDGE_AGENT_FAULTS_SCALE=full.
+FULL = os.environ.get("EDGE_AGENT_FAULTS_SCALE", "ci") == "full"
+
+
+def scale(ci: int, full: int) -> int:
+    return full if FULL else ci
+
+
+def report(scenario: str, **figures: Any) -> None:
+    """Keep a scenario's figures for docs/reliability.md (and print them for the log)."""
+    line = {"scenario": scenario, "scale": "full" if FULL else "ci", **figures}
+    print(json.dumps(line))
+    path = os.environ.get("EDGE_AGENT_FAULTS_REPORT")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 180.0) -> None:
+    """Poll `check`; the timeout only bounds a broken run (it is not a performance test)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def agent_config(
+    node: str,
+    state_dir: Path,
+    broker_port: int,
+    *,
+    sensors: int = 2,
+    interval_s: float = 0.1,
+    keepalive_s: int = 5,
+    protocol: str = "5",
+    web_port: int = 0,
+    extra: str = "",
+) -> str:
+    """Simulated sensors at a high rate (each read gives six quantities), no camera."""
+    lines = [
+        "cameras = []",
+        "[node]",
+        f'id = "{node}"',
+        'district = "faults"',
+        "[paths]",
+        f'state_dir = "{state_dir}"',
+        "[web]",
+        f"port = {web_port}",
+        "[mqtt]",
+        'host = "127.0.0.1"',
+        f"port = {broker_port}",
+        f'protocol = "{protocol}"',
+        f"keepalive_s = {keepalive_s}",
+        "connect_timeout_s = 5.0",
+        "backoff_min_s = 0.2",
+        "backoff_max_s = 2.0",
+        "[outbox]",
+        'synchronous = "FULL"',
+    ]
+    for i in range(sensors):
+        lines += [
+            "[[sensors]]",
+            'kind = "simulated"',
+            f'name = "sim-{i}"',
+            f"interval_s = {interval_s}",
+            f"seed = {i}",
+        ]
+    return "\n".join(lines) + "\n" + extra
+
+
+@dataclass
+class Node:
+    """One agent: its config and state dir survive restarts, its process does not."""
+
+    name: str
+    directory: Path
+    broker_port: int
+    start_process: Callable[..., AgentProcess]
+    config_extra: dict[str, Any] = field(default_factory=dict)
+    process: AgentProcess | None = None
+    web_port: int = 0
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.web_port = free_port()
+        self.config = self.directory / "edge-agent.toml"
+        self.config.write_text(
+            agent_config(
+                self.name,
+                self.state_dir,
+                self.broker_port,
+                web_port=self.web_port,
+                **self.config_extra,
+            )
+        )
+
+    @property
+    def state_dir(self) -> Path:
+        return self.directory / "state"
+
+    @property
+    def outbox(self) -> Path:
+        return self.state_dir / "outbox.sqlite3"
+
+    def start(self, env: dict[str, str] | None = None) -> AgentProcess:
+        self.process = self.start_process(
+            "run", "--config", str(self.config), env=env or agent_env(mqtt=True)
+        )
+        return self.process
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.stop(9)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        return self.process.stop()
+
+    def rss(self) -> int:
+        assert self.process is not None
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def stats(self) -> dict[str, Any]:
+        """The outbox's counters, read-only (safe while the agent runs)."""
+        if not self.outbox.exists():
+            return {"pending_rows": 0, "last_seq": 0, "epoch": None}
+        try:
+            with OutboxReader(self.outbox) as reader:
+                return dict(reader.stats())
+        except Exception:  # the file is being created or quarantined right now
+            return {"pending_rows": -1, "last_seq": 0, "epoch": None}
+
+    def committed(self) -> int:
+        """The last seq committed; raises if the agent died instead of running."""
+        if self.process is not None and self.process.process.poll() is not None:
+            raise AssertionError(
+                f"{self.name} exited with {self.process.process.returncode}:\n"
+                f"{self.process.output[-3000:]}"
+            )
+        return int(self.stats().get("last_seq") or 0)
+
+
+class Receiver:
+    """`edge-agent ioc receive` as a subprocess, storing into its SQLite file."""
+
+    def __init__(self, directory: Path, broker_port: int, start: Callable[..., AgentProcess]):
+        self.db = directory / "ioc.sqlite3"
+        self.broker_port = broker_port
+        self._start = start
+        self._probes = 0
+        self.process: AgentProcess | None = None
+
+    def start(self) -> None:
+        self.process = self._start(
+            "ioc",
+            "receive",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.broker_port),
+            "--db",
+            str(self.db),
+        )
+        self.wait_subscribed()
+
+    def wait_subscribed(self) -> None:
+        """Return once a probe published through the broker is stored: a round trip."""
+        assert self.process is not None
+        self._probes += 1
+        probe = f"ioc/v1/faults/probe-{self._probes}/status"
+        deadline = time.monotonic() + 60
+        while not self._query("SELECT 1 FROM node_status WHERE topic=?", (probe,)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"receiver not subscribed:\n{self.process.output}")
+            run(
+                ["mosquitto_pub", "-p", str(self.broker_port), "-t", probe, "-m", "{}", "-q", "1"],
+                check=False,
+            )
+            time.sleep(0.2)
+
+    def stop(self) -> dict[str, Any]:
+        assert self.process is not None
+        self.process.stop(2)  # SIGINT: it prints its summary
+        for line in reversed(self.process.output.splitlines()):
+            if line.startswith("{"):
+                return dict(json.loads(line))
+        return {}
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        if not self.db.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
+            try:
+                return list(conn.execute(sql, tuple(args)))
+            except sqlite3.OperationalError:
+                return []
+
+    def keys(self, node: str) -> dict[str, set[int]]:
+        """epoch -> the seqs stored for `node`."""
+        result: dict[str, set[int]] = {}
+        for epoch, seq in self._query("SELECT epoch, seq FROM events WHERE node=?", (node,)):
+            result.setdefault(str(epoch), set()).add(int(seq))
+        return result
+
+    def gaps(self, node: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT epoch, data FROM events WHERE node=? AND kind='gap'", (node,))
+        return [{"epoch": str(epoch), **json.loads(data)} for epoch, data in rows]
+
+    def stored(self, node: str, epoch: str) -> int:
+        return len(self.keys(node).get(epoch, set()))
+
+
+@dataclass
+class Account:
+    node: str
+    committed: dict[str, int]  # epoch -> last seq committed
+    stored: int
+    declared: int  # seqs a gap declares lost
+    missing: dict[str, list[int]]  # epoch -> seqs neither stored nor declared
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.missing.values())
+
+
+def _declared(gaps: list[dict[str, Any]], epoch: str, last: int) -> set[int]:
+    lost: set[int] = set()
+    for gap in gaps:
+        first, final = gap.get("first_seq"), gap.get("last_seq")
+        if gap.get("reason") == "corrupt":
+            # The old file is gone (moved aside): the node cannot say which rows it held, so
+            # the gap covers whatever of the previous epoch never arrived.
+            if gap.get("previous_epoch") == epoch:
+                lost |= set(range(1, last + 1))
+            continue
+        if gap["epoch"] == epoch and isinstance(first, int) and isinstance(final, int):
+            lost |= set(range(first, final + 1))
+    return lost
+
+
+def pending_seqs(node: Node) -> set[int]:
+    """Seqs still waiting in the node's outbox (not lost: they go out on the next link)."""
+    if not node.outbox.exists():
+        return set()
+    with contextlib.closing(sqlite3.connect(f"file:{node.outbox}?mode=ro", uri=True)) as conn:
+        try:
+            return {int(row[0]) for row in conn.execute("SELECT seq FROM events")}
+        except sqlite3.OperationalError:
+            return set()
+
+
+def account(node: Node, receiver: Receiver, *, upto: int | None = None) -> Account:
+    """Every seq the node committed (up to `upto` in the current epoch, when given), stored
+    at the receiver, declared lost in a gap, or still pending in the node's outbox."""
+    stats = node.stats()
+    pending = pending_seqs(node)
+    keys = receiver.keys(node.name)
+    gaps = receiver.gaps(node.name)
+    last_by_epoch = {epoch: max(seqs) for epoch, seqs in keys.items()}
+    current = str(stats["epoch"]) if stats.get("epoch") else None
+    if current is not None:
+        last_by_epoch[current] = max(last_by_epoch.get(current, 0), int(stats["last_seq"]))
+        if upto is not None:
+            last_by_epoch[current] = min(last_by_epoch[current], upto)
+    for gap in gaps:
+        previous = gap.get("previous_epoch")
+        if previous and isinstance(gap.get("previous_last_seq"), int):
+            last_by_epoch[previous] = max(last_by_epoch.get(previous, 0), gap["previous_last_seq"])
+    missing: dict[str, list[int]] = {}
+    declared = 0
+    for epoch, last in last_by_epoch.items():
+        lost = _declared(gaps, epoch, last)
+        have = keys.get(epoch, set())
+        declared += len(lost - have)
+        waiting = pending if epoch == current else set()
+        missing[epoch] = sorted(set(range(1, last + 1)) - have - lost - waiting)
+    return Account(
+        node=node.name,
+        committed=last_by_epoch,
+        stored=sum(len(s) for s in keys.values()),
+        declared=declared,
+        missing=missing,
+    )
+
+
+def settle(node: Node, receiver: Receiver, timeout_s: float = 180.0) -> Account:
+    """Wait until everything the node had committed when called reached the receiver (or a
+    gap declared it) while it runs, then stop it cleanly and wait for the rest: every seq it
+    ever committed is stored, declared lost, or still in its outbox (on its way). Raises
+    with the whole account when that does not happen."""
+    stats = node.stats()
+    target = int(stats.get("last_seq") or 0)
+    epoch = stats.get("epoch")
+
+    def arrived() -> bool:
+        if node.stats().get("epoch") != epoch:
+            return account(node, receiver).ok
+        acc = account(node, receiver, upto=target)
+        return acc.ok and not (pending_seqs(node) & set(range(1, target + 1)))
+
+    def everything() -> bool:
+        return account(node, receiver).ok
+
+    for check, what in (
+        (arrived, f"{node.name} delivered up to seq {target} while running"),
+        (everything, f"{node.name} delivered everything after a clean stop"),
+    ):
+        try:
+            wait_until(check, what, timeout_s)
+        except AssertionError as exc:
+            log = node.process.output[-3000:] if node.process else ""
+            raise AssertionError(
+                f"{exc}\n{describe(account(node, receiver))}\n"
+                f"outbox: {node.stats()}\nagent log tail:\n{log}\nreceiver log tail:\n"
+                f"{receiver.process.output[-2000:] if receiver.process else ''}"
+            ) from None
+        if check is arrived:
+            assert node.stop() == 0, node.process.output[-3000:] if node.process else ""
+    return account(node, receiver)
+
+
+def describe(acc: Account) -> str:
+    parts = [f"{epoch[:8]}: {len(seqs)} missing {seqs[:10]}" for epoch, seqs in acc.missing.items()]
+    return f"{acc.node}: committed {acc.committed}, stored {acc.stored}; " + "; ".join(parts)
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, **kwargs)
+
+
+def outbox_stats_cli(node: Node) -> dict[str, Any]:
+    result = run(
+        agent_command("outbox", "stats", "--config", str(node.config)), env=agent_env(), check=True
+    )
+    return dict(json.loads(result.stdout))
