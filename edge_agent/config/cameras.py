@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -91,6 +92,31 @@ class LineConfig(Section):
     classes: list[str] = Field(
         default_factory=list, description="Classes counted; empty means every class."
     )
+    margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=0.5,
+        description=(
+            "Hysteresis: how far (normalised) past the line an anchor must be before its "
+            "side counts, so a box jittering on the line is counted once."
+        ),
+    )
+    allowed_direction: str | None = Field(
+        default=None,
+        description=(
+            "For a one-way road: the one direction name allowed here; a track crossing the "
+            "other way raises a `wrong_way` event. Empty means both ways are allowed."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _allowed_is_a_direction(self) -> LineConfig:
+        if self.allowed_direction is not None and self.allowed_direction not in self.directions:
+            raise ValueError(
+                f"allowed_direction {self.allowed_direction!r} is not one of "
+                f"{list(self.directions)}"
+            )
+        return self
 
     @field_validator("points")
     @classmethod
@@ -99,6 +125,117 @@ class LineConfig(Section):
         if value[0] == value[1]:
             raise ValueError("the two points of a line must differ")
         return value
+
+
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+TRAFFIC_CLASS_MAP: dict[str, str] = {
+    "motorcycle": "two_wheeler",
+    "bicycle": "two_wheeler",
+    "car": "car",
+    "bus": "bus",
+    "truck": "truck",
+    "person": "person",
+}
+"""COCO labels → the classes a Vietnamese traffic office reports (the HCMC AI Challenge 2020
+classes as far as COCO has them: two-wheelers, cars, buses, trucks; plus pedestrians)."""
+
+TRAFFIC_CLASSES = ("two_wheeler", "car", "bus", "truck", "person")
+VEHICLE_CLASSES = ("two_wheeler", "car", "bus", "truck")
+DEFAULT_CLASS_THRESHOLDS: dict[str, float] = {
+    # Motorbikes are small and often half hidden behind each other: accept lower scores.
+    "two_wheeler": 0.30,
+    "person": 0.35,
+    "car": 0.40,
+    "bus": 0.40,
+    "truck": 0.40,
+}
+
+
+class MovementConfig(Section):
+    name: str = Field(pattern=_NAME, description="Movement name, e.g. 'north_east'.")
+    entry: str = Field(description="Line or zone where the movement starts (its name).")
+    exit: str = Field(description="Line or zone where it ends; the same as entry for a U-turn.")
+    entry_direction: str | None = Field(
+        default=None, description="Entry is a line: only crossings in this direction count."
+    )
+    exit_direction: str | None = Field(
+        default=None, description="Exit is a line: only crossings in this direction count."
+    )
+
+
+class DwellRule(Section):
+    kind: Literal["dwell"] = Field(description="A person staying in a zone (loitering).")
+    zone: str = Field(description="The zone watched.")
+    dwell_s: float = Field(default=120.0, gt=0, description="Seconds in the zone before it fires.")
+    classes: list[str] = Field(default=["person"], description="Classes watched.")
+    cooldown_s: float = Field(
+        default=300.0, ge=0, description="Seconds before the same track may fire again."
+    )
+
+
+class StoppedRule(Section):
+    kind: Literal["stopped"] = Field(description="A vehicle stopped in a no-stopping zone.")
+    zone: str = Field(description="The no-stopping zone.")
+    stopped_s: float = Field(default=60.0, gt=0, description="Seconds still before it fires.")
+    radius: float = Field(
+        default=0.02,
+        gt=0,
+        le=0.5,
+        description="How far (normalised) the box's anchor may wander and still be 'still'.",
+    )
+    classes: list[str] = Field(default=list(VEHICLE_CLASSES), description="Classes watched.")
+    cooldown_s: float = Field(
+        default=300.0, ge=0, description="Seconds before the same track may fire again."
+    )
+
+
+class CrowdRule(Section):
+    kind: Literal["crowd"] = Field(description="Too many people in a zone for too long.")
+    zone: str = Field(description="The zone watched.")
+    max_people: int = Field(default=20, ge=1, description="It fires above this many people.")
+    for_s: float = Field(default=60.0, ge=0, description="... held for this many seconds.")
+    classes: list[str] = Field(default=["person"], description="Classes counted.")
+    cooldown_s: float = Field(
+        default=600.0, ge=0, description="Seconds after the crowd thins before it may fire again."
+    )
+
+
+RuleConfig = Annotated[DwellRule | StoppedRule | CrowdRule, Field(discriminator="kind")]
+
+
+class SpeedConfig(Section):
+    name: str = Field(pattern=_NAME, description="Name of the measured stretch.")
+    lines: tuple[str, str] = Field(description="The two lines bounding the stretch (names).")
+    distance_m: float = Field(gt=0, le=1000, description="Distance between them on the road (m).")
+
+
+class PlatesConfig(Section):
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Read number plates of vehicles crossing a line (gate cameras). Plates are "
+            "personal data: off by default; turn on only where the law and a notice allow."
+        ),
+    )
+    lines: list[str] = Field(
+        default_factory=list, description="Lines whose crossings trigger a read; empty = all."
+    )
+    classes: list[str] = Field(default=list(VEHICLE_CLASSES), description="Classes read.")
+    min_confidence: float = Field(
+        default=0.8, ge=0, le=1, description="Lowest OCR confidence a plate is reported with."
+    )
+    lower_part: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="Share of the vehicle box, from its bottom, searched for the plate.",
+    )
+    retention_s: float = Field(
+        default=7 * 86400.0,
+        ge=0,
+        description="Plate snapshots older than this are deleted from the node (seconds).",
+    )
 
 
 class CameraConfig(Section):
@@ -132,7 +269,43 @@ class CameraConfig(Section):
         default_factory=list, description="Lines whose crossings are counted by direction."
     )
     count_interval_s: float = Field(
-        default=60.0, ge=1, description="Length of a counting interval (seconds)."
+        default=900.0,
+        ge=1,
+        le=86400,
+        description=(
+            "Length of a counting bin (seconds, dividing a day): bins are aligned to the "
+            "hour in `timezone` and stamped in UTC; every bin is published, zeros included."
+        ),
+    )
+    timezone: str = Field(
+        default="Asia/Ho_Chi_Minh", description="IANA time zone the counting bins align to."
+    )
+    classes: Literal["traffic", "all"] | list[str] = Field(
+        default="traffic",
+        description=(
+            "Classes tracked and counted: 'traffic' (two_wheeler, car, bus, truck, person), "
+            "'all' (every detector label), or a list of class names."
+        ),
+    )
+    class_map: dict[str, str] = Field(
+        default_factory=lambda: dict(TRAFFIC_CLASS_MAP),
+        description="Detector label → reported class; labels not listed keep their name.",
+    )
+    class_thresholds: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASS_THRESHOLDS),
+        description="Lowest score per reported class; others use detector.threshold.",
+    )
+    movements: list[MovementConfig] = Field(
+        default_factory=list, description="Named entry → exit movements counted per class."
+    )
+    rules: list[RuleConfig] = Field(
+        default_factory=list, description="Rules that raise events: dwell, stopped, crowd."
+    )
+    speed: list[SpeedConfig] = Field(
+        default_factory=list, description="Stretches between two lines whose speed is estimated."
+    )
+    plates: PlatesConfig = Field(
+        default_factory=PlatesConfig, description="Number plate reading (personal data)."
     )
     detection_cooldown_s: float = Field(
         default=10.0,
@@ -152,7 +325,54 @@ class CameraConfig(Section):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"zone/line names used twice: {', '.join(duplicates)}")
+        self._check_references()
         return self
+
+    def _check_references(self) -> None:
+        zones = {z.name for z in self.zones}
+        lines = {line.name: line for line in self.lines}
+        for m in self.movements:
+            for end, direction in ((m.entry, m.entry_direction), (m.exit, m.exit_direction)):
+                if end not in zones and end not in lines:
+                    raise ValueError(f"movement {m.name}: no zone or line named {end!r}")
+                if direction is not None and (
+                    end not in lines or direction not in lines[end].directions
+                ):
+                    raise ValueError(f"movement {m.name}: {end!r} has no direction {direction!r}")
+        for rule in self.rules:
+            if rule.zone not in zones:
+                raise ValueError(f"{rule.kind} rule: no zone named {rule.zone!r}")
+        for stretch in self.speed:
+            for name in stretch.lines:
+                if name not in lines:
+                    raise ValueError(f"speed {stretch.name}: no line named {name!r}")
+        for name in self.plates.lines:
+            if name not in lines:
+                raise ValueError(f"plates.lines: no line named {name!r}")
+
+    @field_validator("count_interval_s")
+    @classmethod
+    def _divides_a_day(cls, value: float) -> float:
+        if value != int(value) or 86400 % int(value):
+            raise ValueError(f"must be a whole number of seconds dividing 86400, got {value}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _scores_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold for {name!r} must be within 0..1, got {threshold}")
+        return value
 
 
 class DetectorConfig(Section):
