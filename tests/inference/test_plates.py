@@ -23,7 +23,7 @@ from .scripted import box_at, line_path
 from .test_analytics import T0, camera
 
 sys.path.insert(0, str(REPO / "scripts"))
-import fetch_ocr_models  # noqa: E402
+import fetch_ocr_models
 
 
 @pytest.fixture(scope="module")

@@ -56,8 +56,8 @@ def test_each_traffic_kind_validates_and_is_stored(tmp_path: Path) -> None:
     events = traffic_events()
     plate = {
         "camera": "cam", "line": "north", "track_id": 9, "label": "car", "text": "59-X1 123.45",
-        "confidence": 0.98, "box": [1.0, 2.0, 300.0, 200.0], "plate_box": [40.0, 150.0, 120.0, 190.0],
-        "frame_size": [1000, 1000], "snapshot": "1767574800000-plate-9-north.jpg",
+        "confidence": 0.98, "box": [1.0, 2.0, 300.0, 200.0],
+        "plate_box": [40.0, 150.0, 120.0, 190.0], "frame_size": [1000, 1000], "snapshot": "1767574800000-plate-9-north.jpg",
     }  # fmt: skip
     events.append((Kind.PLATE, plate))
     kinds = {k for k, _ in events}
@@ -83,8 +83,9 @@ def test_each_traffic_kind_validates_and_is_stored(tmp_path: Path) -> None:
     [
         ("plate", {"camera": "c", "line": "l", "track_id": 1, "label": "car", "text": "HELLO",
                    "confidence": 0.9, "box": [0, 0, 1, 1], "frame_size": [2, 2]}),
-        ("count", {"camera": "c", "from": "2026-01-05T01:00:00.000Z", "to": "2026-01-05T01:15:00.000Z",
-                   "interval_s": 900, "coverage": 1.5, "movements": {}}),
+        ("count", {"camera": "c", "from": "2026-01-05T01:00:00.000Z",
+                   "to": "2026-01-05T01:15:00.000Z", "interval_s": 900, "coverage": 1.5,
+                   "movements": {}}),
         ("crowd", {"camera": "c", "zone": "z", "people": 3}),
     ],
 )  # fmt: skip
