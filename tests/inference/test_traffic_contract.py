@@ -57,7 +57,8 @@ def test_each_traffic_kind_validates_and_is_stored(tmp_path: Path) -> None:
     plate = {
         "camera": "cam", "line": "north", "track_id": 9, "label": "car", "text": "59-X1 123.45",
         "confidence": 0.98, "box": [1.0, 2.0, 300.0, 200.0],
-        "plate_box": [40.0, 150.0, 120.0, 190.0], "frame_size": [1000, 1000], "snapshot": "1767574800000-plate-9-north.jpg",
+        "plate_box": [40.0, 150.0, 120.0, 190.0], "frame_size": [1000, 1000],
+        "snapshot": "1767574800000-plate-9-north.jpg",
     }  # fmt: skip
     events.append((Kind.PLATE, plate))
     kinds = {k for k, _ in events}
