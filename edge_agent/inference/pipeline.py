@@ -161,12 +161,9 @@ class FrameAnalyzer:
             return
         subject = data.get("track_id", data.get("zone", ""))
         place = data.get("zone") or data.get("line") or ""
-        name = (
-            f"{int(ts * 1000)}-{kind.value}-{subject}-{place}"
-            if kind is not Kind.DETECTION
-            else (f"{int(ts * 1000)}-{subject}-{place}")
-        )
-        path = store.save(image, name)
+        # Detection snapshots keep their old names; rule events say their kind.
+        what = "" if kind is Kind.DETECTION else f"{kind.value}-"
+        path = store.save(image, f"{int(ts * 1000)}-{what}{subject}-{place}")
         if path is not None:
             data["snapshot"] = path.name
 
