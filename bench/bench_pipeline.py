@@ -173,9 +173,11 @@ def gate_runs(frames: list[np.ndarray], detector: Detector, *, gate: bool) -> tu
     """(detector runs, confirmed person tracks) for frames analysed at 5 fps."""
     config = CameraConfig(name="bench", source="clip", fps=5)
     analyzer = FrameAnalyzer(config, detector.detect, gate=gate)
+    people: set[int] = set()
     for index, frame in enumerate(frames):
-        analyzer.analyse(frame, index / 5)
-    return analyzer.detector_runs, analyzer.tracker.total_confirmed.get("person", 0)
+        tracks = analyzer.analyse(frame, index / 5).tracks
+        people |= {t.id for t in tracks if t.confirmed and t.label == "person"}
+    return analyzer.detector_runs, len(people)
 
 
 def agent_cost(workdir: Path, seconds: float, camera: str) -> tuple[float, float]:

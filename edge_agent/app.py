@@ -29,6 +29,7 @@ from edge_agent.sync import Applied, NodeInfo, Sync
 from edge_agent.web.server import StatusServer
 
 if TYPE_CHECKING:
+    from edge_agent.inference.snapshots import SnapshotStore
     from edge_agent.sensors.camera import Capture
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,11 @@ class Agent:
             )
         self.captures: dict[str, Capture] = {}
         cameras = [camera for camera in settings.cameras if camera.enabled]
+        self.snapshot_stores: dict[str, list[SnapshotStore]] = {}
         if cameras:
             # OpenCV, numpy and onnxruntime cost ~100 MB of RSS: only a node with a camera
             # loads them.
+            from edge_agent.inference.classes import detector_floors
             from edge_agent.inference.pipeline import CameraPipeline, InferenceService
             from edge_agent.inference.snapshots import SnapshotStore
             from edge_agent.sensors.camera import Capture
@@ -160,6 +163,8 @@ class Agent:
                 settings.detector,
                 model_dir=settings.paths.model_dir,
                 health=self.registry.register("inference", kind="inference"),
+                floors=lambda labels: detector_floors(cameras, labels, settings.detector.threshold),
+                plates=any(camera.plates.enabled for camera in cameras),
             )
             self.components.append(self.inference)
         for camera in cameras:
@@ -176,6 +181,14 @@ class Agent:
                 max_count=camera.snapshots_max_count,
                 max_bytes=camera.snapshots_max_bytes,
             )
+            # Plate snapshots are personal data: their own directory and a retention bound.
+            plate_snapshots = SnapshotStore(
+                state_dir / "snapshots" / f"{camera.name}.plates",
+                max_count=camera.snapshots_max_count,
+                max_bytes=camera.snapshots_max_bytes,
+                max_age_s=camera.plates.retention_s,
+            )
+            self.snapshot_stores[camera.name] = [snapshots, plate_snapshots]
             self.components.append(capture)
             self.components.append(
                 CameraPipeline(
@@ -185,6 +198,7 @@ class Agent:
                     sink=self._to_outbox,
                     health=self.registry.register(f"analysis:{camera.name}", kind="analysis"),
                     snapshots=snapshots,
+                    plate_snapshots=plate_snapshots if camera.plates.enabled else None,
                 )
             )
         if settings.mqtt.enabled:
@@ -238,15 +252,23 @@ class Agent:
         await self.outbox.put(Kind.HEALTH, data, stream="health", ts=ts)
 
     async def camera_snapshot(self, camera: str, *, quality: int = 85) -> bytes:
-        """The newest frame of `camera` as JPEG bytes (for the `snapshot` command).
+        """The newest frame of `camera` as JPEG bytes (for the `snapshot` command), or, for
+        `camera/FILE`, the event snapshot FILE kept on the node (an event's `snapshot`).
 
         Raises `UnknownCameraError` when no such camera is configured, `CameraError` when it
-        has no frame yet.
+        has no frame yet or no such kept snapshot.
         """
+        camera, _, kept = camera.partition("/")
         capture = self.captures.get(camera)
         if capture is None:
             known = ", ".join(sorted(self.captures)) or "none"
             raise UnknownCameraError(f"no camera named {camera!r} (configured: {known})")
+        if kept:
+            for store in self.snapshot_stores.get(camera, []):
+                data = await asyncio.to_thread(store.read, kept)
+                if data is not None:
+                    return data
+            raise CameraError(f"camera {camera}: no kept snapshot named {kept!r}")
         jpeg = await asyncio.to_thread(capture.latest_jpeg, quality)
         if jpeg is None:
             raise CameraError(f"camera {camera}: no frame captured yet")

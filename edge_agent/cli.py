@@ -75,8 +75,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from edge_agent.config import load_settings
-    from edge_agent.inference.detect_cli import run_detect
+    from edge_agent.inference.detect_cli import run_analytics, run_detect
 
+    if args.analytics is not None:
+        return run_analytics(
+            args.files,
+            settings=load_settings(args.analytics),
+            camera=args.camera,
+            start=args.start,
+        )
     settings = load_settings(args.config)
     return run_detect(
         args.files,

@@ -4,10 +4,43 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import Section
+from edge_agent.config.traffic import (
+    DEFAULT_CLASS_THRESHOLDS,
+    TRAFFIC_CLASS_MAP,
+    TRAFFIC_CLASSES,
+    VEHICLE_CLASSES,
+    CrowdRule,
+    DwellRule,
+    MovementConfig,
+    PlatesConfig,
+    RuleConfig,
+    SpeedConfig,
+    StoppedRule,
+)
+
+__all__ = [
+    "DEFAULT_CLASS_THRESHOLDS",
+    "TRAFFIC_CLASSES",
+    "TRAFFIC_CLASS_MAP",
+    "VEHICLE_CLASSES",
+    "CameraConfig",
+    "CrowdRule",
+    "DetectorConfig",
+    "DwellRule",
+    "LineConfig",
+    "MotionConfig",
+    "MovementConfig",
+    "PlatesConfig",
+    "RuleConfig",
+    "SpeedConfig",
+    "StoppedRule",
+    "ZoneConfig",
+]
 
 Point = tuple[float, float]
 """(x, y) in normalised frame coordinates: 0..1 from the left and from the top."""
@@ -91,6 +124,31 @@ class LineConfig(Section):
     classes: list[str] = Field(
         default_factory=list, description="Classes counted; empty means every class."
     )
+    margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=0.5,
+        description=(
+            "Hysteresis: how far (normalised) past the line an anchor must be before its "
+            "side counts, so a box jittering on the line is counted once."
+        ),
+    )
+    allowed_direction: str | None = Field(
+        default=None,
+        description=(
+            "For a one-way road: the one direction name allowed here; a track crossing the "
+            "other way raises a `wrong_way` event. Empty means both ways are allowed."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _allowed_is_a_direction(self) -> LineConfig:
+        if self.allowed_direction is not None and self.allowed_direction not in self.directions:
+            raise ValueError(
+                f"allowed_direction {self.allowed_direction!r} is not one of "
+                f"{list(self.directions)}"
+            )
+        return self
 
     @field_validator("points")
     @classmethod
@@ -132,7 +190,43 @@ class CameraConfig(Section):
         default_factory=list, description="Lines whose crossings are counted by direction."
     )
     count_interval_s: float = Field(
-        default=60.0, ge=1, description="Length of a counting interval (seconds)."
+        default=900.0,
+        ge=1,
+        le=86400,
+        description=(
+            "Length of a counting bin (seconds, dividing a day): bins are aligned to the "
+            "hour in `timezone` and stamped in UTC; every bin is published, zeros included."
+        ),
+    )
+    timezone: str = Field(
+        default="Asia/Ho_Chi_Minh", description="IANA time zone the counting bins align to."
+    )
+    classes: Literal["traffic", "all"] | list[str] = Field(
+        default="traffic",
+        description=(
+            "Classes tracked and counted: 'traffic' (two_wheeler, car, bus, truck, person), "
+            "'all' (every detector label), or a list of class names."
+        ),
+    )
+    class_map: dict[str, str] = Field(
+        default_factory=lambda: dict(TRAFFIC_CLASS_MAP),
+        description="Detector label → reported class; labels not listed keep their name.",
+    )
+    class_thresholds: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASS_THRESHOLDS),
+        description="Lowest score per reported class; others use detector.threshold.",
+    )
+    movements: list[MovementConfig] = Field(
+        default_factory=list, description="Named entry → exit movements counted per class."
+    )
+    rules: list[RuleConfig] = Field(
+        default_factory=list, description="Rules that raise events: dwell, stopped, crowd."
+    )
+    speed: list[SpeedConfig] = Field(
+        default_factory=list, description="Stretches between two lines whose speed is estimated."
+    )
+    plates: PlatesConfig = Field(
+        default_factory=PlatesConfig, description="Number plate reading (personal data)."
     )
     detection_cooldown_s: float = Field(
         default=10.0,
@@ -152,7 +246,54 @@ class CameraConfig(Section):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"zone/line names used twice: {', '.join(duplicates)}")
+        self._check_references()
         return self
+
+    def _check_references(self) -> None:
+        zones = {z.name for z in self.zones}
+        lines = {line.name: line for line in self.lines}
+        for m in self.movements:
+            for end, direction in ((m.entry, m.entry_direction), (m.exit, m.exit_direction)):
+                if end not in zones and end not in lines:
+                    raise ValueError(f"movement {m.name}: no zone or line named {end!r}")
+                if direction is not None and (
+                    end not in lines or direction not in lines[end].directions
+                ):
+                    raise ValueError(f"movement {m.name}: {end!r} has no direction {direction!r}")
+        for rule in self.rules:
+            if rule.zone not in zones:
+                raise ValueError(f"{rule.kind} rule: no zone named {rule.zone!r}")
+        for stretch in self.speed:
+            for name in stretch.lines:
+                if name not in lines:
+                    raise ValueError(f"speed {stretch.name}: no line named {name!r}")
+        for name in self.plates.lines:
+            if name not in lines:
+                raise ValueError(f"plates.lines: no line named {name!r}")
+
+    @field_validator("count_interval_s")
+    @classmethod
+    def _divides_a_day(cls, value: float) -> float:
+        if value != int(value) or 86400 % int(value):
+            raise ValueError(f"must be a whole number of seconds dividing 86400, got {value}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _scores_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold for {name!r} must be within 0..1, got {threshold}")
+        return value
 
 
 class DetectorConfig(Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 
 
@@ -26,6 +27,16 @@ def _stride(text: str) -> int:
     return value
 
 
+def _utc_time(text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a time zone, e.g. {text}Z or {text}+07:00")
+    return moment.timestamp()
+
+
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     """The `detect` subcommand's options, for the CLI to attach to its subparser."""
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or videos")
@@ -39,4 +50,21 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--every", type=_stride, default=1, metavar="N", help="analyse every Nth video frame"
+    )
+    parser.add_argument(
+        "--analytics",
+        type=Path,
+        metavar="CONFIG",
+        help="run one camera's classes, zones, lines, movements and rules from this agent"
+        " configuration on the video files and print every event as a JSON line",
+    )
+    parser.add_argument(
+        "--camera", metavar="NAME", help="with --analytics: the camera (default: the first)"
+    )
+    parser.add_argument(
+        "--start",
+        type=_utc_time,
+        metavar="TIME",
+        help="with --analytics: wall time of the first frame, ISO 8601 with zone"
+        " (default: the file's modification time)",
     )

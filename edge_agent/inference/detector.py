@@ -210,6 +210,15 @@ class Detector:
             intra_op_threads,
         )
 
+    def lower_thresholds(self, floors: Mapping[str, float]) -> None:
+        """Report these labels down to these scores (what the cameras' own per-class
+        thresholds need); call before the detector is shared with cameras."""
+        for label, value in floors.items():
+            if label in self.labels:
+                index = self.labels.index(label)
+                self._thresholds[index] = min(float(self._thresholds[index]), value)
+        self._score_floor = float(self._thresholds.min())
+
     @classmethod
     def from_config(cls, config: DetectorConfig, *, model_dir: Path) -> Detector:
         """Build from the `[detector]` section. An empty `model`/`classes` means the shipped

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +24,20 @@ from edge_agent.config.cameras import CameraConfig, DetectorConfig
 from edge_agent.contract import Kind
 from edge_agent.errors import InferenceError
 from edge_agent.health import ComponentHealth, State, reason
+from edge_agent.inference.analytics import TrafficAnalytics
+from edge_agent.inference.classes import ClassFilter
 from edge_agent.inference.detector import Detection, Detector
 from edge_agent.inference.motion import MotionGate
+from edge_agent.inference.plates import PlateReader
 from edge_agent.inference.snapshots import SnapshotStore
 from edge_agent.inference.tracker import Track, Tracker
-from edge_agent.inference.zones import ZoneAnalytics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PROBE_PERIOD_S = 5.0
 HUNG_AFTER_S = 30.0
+SUMMARY_PERIOD_S = 5.0
 Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
 DetectFn = Callable[[np.ndarray], list[Detection]]
 
@@ -60,10 +63,15 @@ class Analysis:
     gate_reason: str = ""
     detections: list[Detection] = field(default_factory=list)
     tracks: list[Track] = field(default_factory=list)
+    rule_events: int = 0
+
+
+RULE_KINDS = frozenset({Kind.DWELL, Kind.STOPPED, Kind.WRONG_WAY, Kind.CROWD, Kind.PLATE})
 
 
 class FrameAnalyzer:
-    """Gate, detector, tracker and zones of one camera; synchronous, one frame at a time."""
+    """Gate, detector, classes, tracker and traffic analytics of one camera; synchronous,
+    one frame at a time."""
 
     def __init__(
         self,
@@ -71,6 +79,8 @@ class FrameAnalyzer:
         detect: DetectFn | None,
         *,
         snapshots: SnapshotStore | None = None,
+        plate_snapshots: SnapshotStore | None = None,
+        plates: PlateReader | None = None,
         gate: bool | None = None,
     ) -> None:
         self.config = config
@@ -79,10 +89,13 @@ class FrameAnalyzer:
             config.motion if gate is None else config.motion.model_copy(update={"enabled": gate})
         )
         self.gate = MotionGate(motion)
+        self.classes = ClassFilter.from_config(config)
         # Tracks survive a few analysis periods unseen, never less than two seconds.
         self.tracker = Tracker(max_age_s=max(2.0, 3.0 / config.fps))
-        self.zones = ZoneAnalytics(config)
+        self.analytics = TrafficAnalytics(config)
         self.snapshots = snapshots
+        self.plate_snapshots = plate_snapshots
+        self.plates = plates if config.plates.enabled else None
         self.detector_runs = 0
         self.frames = 0
 
@@ -90,29 +103,90 @@ class FrameAnalyzer:
         self.frames += 1
         result = Analysis()
         if self.detect is None:
-            # No detector, nothing to count: zero counts would claim an empty street.
+            # No detector, nothing seen: the bins still close, with the time uncovered,
+            # so zero counts never claim an empty street.
+            result.events = self.analytics.tick(ts)
             return result
         decision = self.gate.decide(image, ts)
         result.gate_reason = decision.reason
-        if decision.run and self.detect is not None:
+        if decision.run:
             self.detector_runs += 1
             result.detected = True
-            result.detections = self.detect(image)
+            result.detections = self.classes.apply(self.detect(image))
             result.tracks = self.tracker.update(result.detections, ts)
+        else:
+            result.tracks = self.tracker.keep_alive(ts)
         height, width = image.shape[:2]
-        result.events = self.zones.update(result.tracks, ts, width, height)
-        if self.snapshots is not None:
-            for kind, data in result.events:
-                if kind is Kind.DETECTION:
-                    name = f"{int(ts * 1000)}-{data['track_id']}-{data['zone']}"
-                    path = self.snapshots.save(image, name)
-                    if path is not None:
-                        data["snapshot"] = path.name
+        step = self.analytics.update(result.tracks, ts, width, height)
+        result.events = step.events
+        for track, line in step.plate_reads:
+            result.events += self._read_plate(image, track, line, ts, width, height)
+        for kind, data in result.events:
+            if kind is Kind.DETECTION or kind in RULE_KINDS:
+                self._snapshot(image, kind, data, ts)
+            if kind in RULE_KINDS:
+                result.rule_events += 1
+                self.analytics.note_rule_event(kind, data, ts)
         return result
 
+    def _read_plate(
+        self, image: np.ndarray, track: Track, line: str, ts: float, width: int, height: int
+    ) -> list[tuple[Kind, dict[str, Any]]]:
+        if self.plates is None:
+            return []
+        plate = self.plates.read_vehicle(image, track.box, lower_part=self.config.plates.lower_part)
+        if plate is None or plate.confidence < self.config.plates.min_confidence:
+            return []
+        x1, y1, x2, y2 = track.box
+        return [
+            (
+                Kind.PLATE,
+                {
+                    "camera": self.config.name,
+                    "line": line,
+                    "track_id": track.id,
+                    "label": track.label,
+                    "text": plate.text,
+                    "confidence": round(plate.confidence, 4),
+                    "box": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
+                    "plate_box": [round(v, 1) for v in plate.box],
+                    "frame_size": [width, height],
+                },
+            )
+        ]
+
+    def _snapshot(self, image: np.ndarray, kind: Kind, data: dict[str, Any], ts: float) -> None:
+        store = self.plate_snapshots if kind is Kind.PLATE else self.snapshots
+        if store is None:
+            return
+        subject = data.get("track_id", data.get("zone", ""))
+        place = data.get("zone") or data.get("line") or ""
+        # Detection snapshots keep their old names; rule events say their kind.
+        what = "" if kind is Kind.DETECTION else f"{kind.value}-"
+        path = store.save(image, f"{int(ts * 1000)}-{what}{subject}-{place}")
+        if path is not None:
+            data["snapshot"] = path.name
+
+    def tick(self, now: float) -> list[tuple[Kind, dict[str, Any]]]:
+        """Bins that ended while no frame came (an outage): published on the clock."""
+        return self.analytics.tick(now)
+
     def finish(self, ts: float) -> list[tuple[Kind, dict[str, Any]]]:
-        """The counts of the unfinished interval, at shutdown."""
-        return self.zones.flush(ts, force=True)
+        """The counts of the unfinished bin, at shutdown."""
+        return self.analytics.finish(ts)
+
+    def summary(self) -> dict[str, Any]:
+        """Facts for the status page: today's counts and the last rule events."""
+        a = self.analytics
+        return {
+            "today_date": a.today_date,
+            "today": {m: dict(c) for m, c in a.today.items()},
+            "today_lines": {
+                line: {d: dict(c) for d, c in per_dir.items()}
+                for line, per_dir in a.today_lines.items()
+            },
+            "last_rule_events": list(a.last_rule_events),
+        }
 
 
 class InferenceService:
@@ -124,11 +198,22 @@ class InferenceService:
 
     name = "inference"
 
-    def __init__(self, config: DetectorConfig, *, model_dir: Path, health: ComponentHealth):
+    def __init__(
+        self,
+        config: DetectorConfig,
+        *,
+        model_dir: Path,
+        health: ComponentHealth,
+        floors: Callable[[list[str]], Mapping[str, float]] | None = None,
+        plates: bool = False,
+    ):
         self.config = config
         self.model_dir = model_dir
         self.health = health
+        self.floors = floors
+        self.want_plates = plates
         self.detector: Detector | None = None
+        self.plates: PlateReader | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> InferenceService:
@@ -145,8 +230,19 @@ class InferenceService:
                 error=str(exc),
             )
         else:
+            if self.floors is not None:
+                self.detector.lower_thresholds(self.floors(self.detector.labels))
             self.health.set_state(State.OK)
             self.health.set_facts(model=self.detector.model_path.name)
+        if self.want_plates:
+            try:
+                self.plates = await self.submit(PlateReader, self.model_dir / "ocr")
+            except InferenceError as exc:
+                # Counting goes on; only the plates are missing, and the page says so.
+                log.error("plate reader unavailable: %s", exc)
+                self.health.set_facts(plates=f"unavailable: {exc}")
+            else:
+                self.health.set_facts(plates="ready")
         return self
 
     async def __aexit__(
@@ -200,6 +296,7 @@ class CameraPipeline:
         sink: Sink,
         health: ComponentHealth,
         snapshots: SnapshotStore | None = None,
+        plate_snapshots: SnapshotStore | None = None,
     ) -> None:
         self.config = config
         self.frames = frames
@@ -207,8 +304,10 @@ class CameraPipeline:
         self.sink = sink
         self.health = health
         self.snapshots = snapshots
+        self.plate_snapshots = plate_snapshots
         self.name = f"camera:{config.name}"
         self.analyzer: FrameAnalyzer | None = None
+        self._summary_at = 0.0
 
     async def __aenter__(self) -> CameraPipeline:
         detector = self.service.detector
@@ -216,6 +315,8 @@ class CameraPipeline:
             self.config,
             detector.detect if detector is not None else None,
             snapshots=self.snapshots,
+            plate_snapshots=self.plate_snapshots,
+            plates=self.service.plates,
         )
         self.health.set_facts(detector="ready" if detector is not None else "unavailable")
         return self
@@ -241,6 +342,10 @@ class CameraPipeline:
         while True:
             frame = await self.frames(1.0)
             if frame is None:
+                # No frame: bins still close on the clock, their coverage telling the gap.
+                now = time.time()
+                for kind, data in await self.service.submit(analyzer.tick, now):
+                    await self.sink(kind, data, self.config.name, now)
                 continue
             try:
                 result = await self.service.submit(analyzer.analyse, frame.image, frame.ts)
@@ -256,5 +361,8 @@ class CameraPipeline:
                 tracks=sum(1 for t in result.tracks if t.confirmed),
                 last_gate=result.gate_reason or "idle",
             )
+            if result.rule_events or frame.ts - self._summary_at >= SUMMARY_PERIOD_S:
+                self._summary_at = frame.ts
+                self.health.set_facts(**analyzer.summary())
             for kind, data in result.events:
                 await self.sink(kind, data, self.config.name, frame.ts)

@@ -58,7 +58,6 @@ class Tracker:
         self.max_age_s = max_age_s
         self.tracks: list[Track] = []
         self._next_id = 1
-        self.total_confirmed: dict[str, int] = {}
 
     def update(self, detections: Sequence[Detection], ts: float) -> list[Track]:
         """Match this frame's detections; returns the live tracks (updated ones marked)."""
@@ -67,7 +66,9 @@ class Tracker:
         pairs: list[tuple[float, int, int]] = []
         for ti, track in enumerate(self.tracks):
             for di, det in enumerate(detections):
-                if det.class_id != track.class_id:
+                # By reported class: a motorbike the detector calls a bicycle in one frame
+                # is still the same two-wheeler.
+                if det.label != track.label:
                     continue
                 overlap = iou(track.box, det.box)
                 if overlap >= self.iou_threshold:
@@ -105,5 +106,11 @@ class Tracker:
         track.last_ts = ts
         track.hits += 1
         track.updated = True
-        if track.hits == 2:
-            self.total_confirmed[track.label] = self.total_confirmed.get(track.label, 0) + 1
+
+    def keep_alive(self, ts: float) -> list[Track]:
+        """A frame the motion gate found still: nothing moved, so every track is still where
+        it was (a parked car must not expire between heartbeats). None counts as updated."""
+        for track in self.tracks:
+            track.updated = False
+            track.last_ts = ts
+        return list(self.tracks)

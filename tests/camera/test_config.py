@@ -75,3 +75,29 @@ def test_wrong_camera_keys_are_named(tmp_path: Path) -> None:
     )
     assert result.returncode == 78
     assert "cameras[0].fps" in result.stderr + result.stdout
+
+
+def test_wrong_traffic_keys_are_named(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[[cameras]]\nname = "gate"\nsource = "rtsp://192.0.2.1/s"\ncount_interval_s = 7\n'
+        'classes = "roads"\n'
+        '[[cameras.rules]]\nkind = "loiter"\nzone = "z"\n'
+        '[[cameras.lines]]\nname = "l"\npoints = [[0, 0.5], [1, 0.5]]\n'
+        'allowed_direction = "north"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    problems = caught.value.problems
+    for key in ("count_interval_s", "classes", "rules[0]", "lines[0]"):
+        assert any(p.startswith(f"cameras[0].{key}") for p in problems), (key, problems)
+    config.write_text(
+        '[[cameras]]\nname = "gate"\nsource = "rtsp://192.0.2.1/s"\n'
+        '[[cameras.movements]]\nname = "m"\nentry = "north"\nexit = "east"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    assert any(
+        p.startswith("cameras[0]") and "no zone or line named 'north'" in p
+        for p in caught.value.problems
+    ), caught.value.problems
