@@ -27,11 +27,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Sample:
-    """One value read from a sensor, with its unit."""
+    """One value read from a sensor, with its unit, and the instrument's status when the
+    device reports one ("calibrating" and "fault" values are never sent as measurements)."""
 
     quantity: str
     value: float
     unit: str
+    status: str = "normal"
 
 
 class Driver(Protocol):
@@ -48,6 +50,9 @@ class Driver(Protocol):
 
 Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
 """Where readings go: `sink(kind, data, stream, ts)`; app.py wires it to the outbox."""
+
+Clock = Callable[[], float]
+"""Wall-clock time for reading timestamps (`time.time`; tests inject their own)."""
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -109,12 +114,19 @@ class Poller:
     """Polls one sensor on its interval: timeout, capped jittered backoff, state for the page."""
 
     def __init__(
-        self, config: SensorBase, driver: Driver, *, sink: Sink, health: ComponentHealth
+        self,
+        config: SensorBase,
+        driver: Driver,
+        *,
+        sink: Sink,
+        health: ComponentHealth,
+        clock: Clock = time.time,
     ) -> None:
         self.config = config
         self.driver = driver
         self.sink = sink
         self.health = health
+        self.clock = clock
         self.name = f"sensor:{config.name}"
         self.validator = Validator(config.ranges, stuck_after_s=config.stuck_after_s)
         self.aggregator = Aggregator(config.aggregate_s) if config.aggregate_s else None
@@ -135,7 +147,7 @@ class Poller:
         tb: TracebackType | None,
     ) -> None:
         if self.aggregator is not None:
-            await self._emit_aggregates(time.time(), force=True)
+            await self._emit_aggregates(self.clock(), force=True)
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
@@ -157,7 +169,7 @@ class Poller:
             started = time.monotonic()
             delay = await self._poll_once()
             if self.aggregator is not None:
-                await self._emit_aggregates(time.time())
+                await self._emit_aggregates(self.clock())
             self.health.beat(delay + self.config.timeout_s)
             await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
 
@@ -190,9 +202,12 @@ class Poller:
             return self._failed(f"driver error: {type(exc).__name__}: {exc}", "driver_error")
         finally:
             self._driver_facts()
-        ts = time.time()
+        ts = self.clock()
         now = time.monotonic()
-        checked = [self.validator.check(s.quantity, s.value, s.unit, now=now) for s in samples]
+        checked = [
+            self.validator.check(s.quantity, s.value, s.unit, now=now, status=s.status)
+            for s in samples
+        ]
         # Concurrent puts share one outbox group commit: one fsync per read, not per quantity.
         await asyncio.gather(*(self._emit(item, ts) for item in checked))
         usable = [c for c in checked if c.quality != "bad"]
@@ -201,6 +216,14 @@ class Poller:
             n = sum(1 for c in checked if c.quality == quality)
             if n:
                 self.health.count(quality, n)
+        if checked and all(c.status == "calibrating" for c in checked):
+            # Calibration is the instrument's routine, not a failed read.
+            self._failures = 0
+            self._retry.reset()
+            routine = reason("instrument_calibrating", "the instrument reports calibration")
+            if self.health.set_state(State.DEGRADED, routine):
+                log.info("sensor %s: calibrating", self.config.name)
+            return self.config.interval_s
         if not usable:
             return self._failed(
                 "; ".join(problems) or "no values in the answer", "no_usable_values"
@@ -231,21 +254,25 @@ class Poller:
             quality=item.quality,
             raw=item.raw,
         )
+        if item.status != "normal":
+            data["status"] = item.status
         await self.sink(Kind.READING, data, self.config.name, ts)
 
     async def _emit_aggregates(self, now: float, *, force: bool = False) -> None:
         assert self.aggregator is not None
         await asyncio.gather(
             *(
-                self.sink(
-                    Kind.READING,
-                    reading_data(sensor=self.config.name, **summary),
-                    self.config.name,
-                    ts,
-                )
+                self.sink(Kind.READING, self._aggregate_data(summary), self.config.name, ts)
                 for ts, summary in self.aggregator.take_due(now, force=force)
             )
         )
+
+    def _aggregate_data(self, summary: dict[str, Any]) -> dict[str, Any]:
+        status = summary.pop("status", None)
+        data = reading_data(sensor=self.config.name, **summary)
+        if status is not None:
+            data["status"] = status
+        return data
 
     def _driver_facts(self) -> None:
         facts = getattr(self.driver, "facts", None)
