@@ -186,14 +186,19 @@ def _acquire_bus(config: ModbusSensor) -> _Bus:
                     ]
                 )
         bus.users += 1
-        # A client-side timeout below the poller's, so a dead device is reported as such.
-        bus.timeouts.append(max(0.05, config.timeout_s / 2))
+        bus.timeouts.append(_client_timeout(config))
         return bus
 
 
-def _release_bus(bus: _Bus) -> None:
+def _client_timeout(config: ModbusSensor) -> float:
+    # Below the poller's, so that a dead device is reported as such, not as a hung read.
+    return max(0.05, config.timeout_s / 2)
+
+
+def _release_bus(bus: _Bus, config: ModbusSensor) -> None:
     with _BUSES_LOCK:
         bus.users -= 1
+        bus.timeouts.remove(_client_timeout(config))
         if bus.users > 0:
             return
         _BUSES.pop(bus.key, None)
@@ -312,4 +317,4 @@ class ModbusDriver:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _release_bus(self._bus)
+            _release_bus(self._bus, self.config)
