@@ -9,7 +9,7 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -18,7 +18,9 @@ from edge_agent.config import Settings, config_hash, effective_config
 from edge_agent.config.editing import edit_config, restore_backup
 from edge_agent.config.loader import redactor
 from edge_agent.contract import Kind
+from edge_agent.derive.component import DerivedStreams
 from edge_agent.errors import CameraError, ConfigError, EdgeAgentError, UnknownCameraError
+from edge_agent.export.component import StationExport
 from edge_agent.health import HealthRegistry, Role, State
 from edge_agent.host import HostMonitor
 from edge_agent.notify import Notifier
@@ -38,6 +40,9 @@ SHUTDOWN_TIMEOUT_S = 10.0
 OUTBOX_FILE = "outbox.sqlite3"
 # Kinds whose data never carries text from the config: not walked for secrets (hot path).
 _PLAIN_KINDS = frozenset({Kind.READING, Kind.DETECTION, Kind.COUNT})
+
+Clock = Callable[[], float]
+Tap = Callable[[Kind, dict[str, Any], str, float], None]
 
 
 @runtime_checkable
@@ -114,9 +119,12 @@ class AgentCommands:
 class Agent:
     """One agent: its components in dependency order, and the health registry they report to."""
 
-    def __init__(self, settings: Settings, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, config_path: Path | None = None, clock: Clock = time.time
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.clock = clock
         self.restart_to: Settings | None = None
         self.restart_requested = asyncio.Event()
         self.registry = HealthRegistry(link_unhealthy_after_s=settings.web.unhealthy_after_s)
@@ -133,6 +141,30 @@ class Agent:
         )
         self.host = HostMonitor(state_dir, sink=self._host_health)
         self.components: list[Any] = [self.outbox, self.host]
+        # Readers of what the sensors committed. Entered before the sensors, they close after
+        # them and still take the readings a sensor flushes when it stops.
+        self.taps: list[Tap] = []
+        if settings.aqi.enabled or settings.limits.enabled:
+            self.derive = DerivedStreams(
+                settings.aqi,
+                settings.limits,
+                state_dir=state_dir,
+                sink=self._to_outbox,
+                health=self.registry.register("derive", kind="derive"),
+                clock=clock,
+            )
+            self.components.append(self.derive)
+            self.taps.append(self.derive.offer)
+        if settings.station_export.enabled:
+            self.station_export = StationExport(
+                settings.station_export,
+                state_dir=state_dir,
+                sink=self._to_outbox,
+                health=self.registry.register("station_export", kind="export"),
+                clock=clock,
+            )
+            self.components.append(self.station_export)
+            self.taps.append(self.station_export.offer)
         for sensor in settings.sensors:
             if not sensor.enabled:
                 continue
@@ -141,10 +173,11 @@ class Agent:
                 Poller(
                     sensor,
                     driver,
-                    sink=self._to_outbox,
+                    sink=self._from_sensor if self.taps else self._to_outbox,
                     health=self.registry.register(
                         f"sensor:{sensor.name}", kind="sensor", role=Role.SOURCE
                     ),
+                    clock=clock,
                 )
             )
         self.captures: dict[str, Capture] = {}
@@ -234,6 +267,12 @@ class Agent:
             # State and alert texts may quote a URL from the config (an error message).
             data = self.redactor.data(data)
         await self.outbox.put(kind, data, stream=stream, ts=ts)
+
+    async def _from_sensor(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
+        # Write first: the derived streams see a reading only once it is committed.
+        await self._to_outbox(kind, data, stream, ts)
+        for tap in self.taps:
+            tap(kind, data, stream, ts)
 
     async def _host_health(self, facts: dict[str, Any], ts: float) -> None:
         verdict = self.registry.verdict()
@@ -337,12 +376,15 @@ def _is_setup_error(exc: BaseException) -> bool:
     return isinstance(exc, EdgeAgentError) and exc.exit_code == 78
 
 
-async def run_agent(settings: Settings, *, config_path: Path | None = None) -> int:
+async def run_agent(
+    settings: Settings, *, config_path: Path | None = None, clock: Clock = time.time
+) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until a component fails for good (exit 1).
 
     A validated `config.set` restarts every component (the outbox too: it reopens in
     milliseconds and keeps every row) with the new settings; if they fail to start, the
-    previous file and settings are restored and started again."""
+    previous file and settings are restored and started again. `clock` stamps readings and
+    drives the derived streams (tests inject one to fast-forward time)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -350,7 +392,7 @@ async def run_agent(settings: Settings, *, config_path: Path | None = None) -> i
     previous: Settings | None = None
     try:
         while True:
-            agent = Agent(settings, config_path=config_path)
+            agent = Agent(settings, config_path=config_path, clock=clock)
             outcome, exit_code = await _run_generation(agent, stop, trial=previous is not None)
             if outcome == "restart" and agent.restart_to is not None:
                 log.info("configuration changed: restarting components")

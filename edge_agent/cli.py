@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ioc_parser(sub)
 
+    from edge_agent.derive.aqi_cli import add_aqi_parser
+
+    add_aqi_parser(sub)
+
     version = sub.add_parser(
         "version", help="print the version", description="Print the edge-agent version."
     )

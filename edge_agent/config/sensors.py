@@ -108,6 +108,40 @@ class ModbusRegister(Section):
         return self
 
 
+class ModbusStatus(Section):
+    address: int = Field(ge=0, le=65535, description="Status register (or coil) address, 0-based.")
+    function: Literal["holding", "input", "coil", "discrete"] = Field(
+        default="holding", description="Register table of the status word or bit."
+    )
+    calibrating: list[int] = Field(
+        default_factory=list,
+        description="Values meaning 'calibrating' (a coil or discrete input: [1] = on).",
+    )
+    fault: list[int] = Field(default_factory=list, description="Values meaning 'instrument fault'.")
+    calibrating_bits: int = Field(
+        default=0, ge=0, le=0xFFFF, description="Register bits any of which means calibrating."
+    )
+    fault_bits: int = Field(
+        default=0, ge=0, le=0xFFFF, description="Register bits any of which means a fault."
+    )
+    quantities: list[str] = Field(
+        default_factory=list,
+        description="The registers this status describes (empty: every one of the device).",
+    )
+
+    @property
+    def type(self) -> Literal["uint16", "bool"]:
+        return "bool" if self.function in ("coil", "discrete") else "uint16"
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> ModbusStatus:
+        if not (self.calibrating or self.fault or self.calibrating_bits or self.fault_bits):
+            raise ValueError("give calibrating and/or fault values (or bits)")
+        if self.type == "bool" and (self.calibrating_bits or self.fault_bits):
+            raise ValueError("a coil or discrete input has no bits; use calibrating = [1]")
+        return self
+
+
 class ModbusSensor(SensorBase):
     kind: Literal["modbus"] = Field(description="Modbus TCP or RTU device (needs [modbus] extra).")
     transport: Literal["tcp", "rtu"] = Field(description="'tcp' (Ethernet) or 'rtu' (RS-485).")
@@ -122,9 +156,15 @@ class ModbusSensor(SensorBase):
         default=8,
         ge=0,
         le=100,
-        description="Registers apart that are still read in one request (fewer round trips).",
+        description="Unused registers (or bits) between two wanted ones that are still read"
+        " in the same request: one round trip instead of two.",
     )
     registers: list[ModbusRegister] = Field(min_length=1, description="What to read and how.")
+    status: list[ModbusStatus] = Field(
+        default_factory=list,
+        description="Instrument status registers or coils: readings taken while calibrating"
+        " or in fault are sent with that status and never as measurements.",
+    )
 
     @model_validator(mode="after")
     def _transport_fields(self) -> ModbusSensor:
@@ -132,6 +172,11 @@ class ModbusSensor(SensorBase):
             raise ValueError("transport 'tcp' needs 'host'")
         if self.transport == "rtu" and not self.device:
             raise ValueError("transport 'rtu' needs 'device'")
+        quantities = {r.quantity for r in self.registers}
+        for i, status in enumerate(self.status):
+            unknown = sorted(set(status.quantities) - quantities)
+            if unknown:
+                raise ValueError(f"status[{i}]: no register for {', '.join(unknown)}")
         return self
 
 

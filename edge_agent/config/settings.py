@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from edge_agent.config.base import Section
 from edge_agent.config.cameras import CameraConfig, DetectorConfig
+from edge_agent.config.environment import AqiConfig, LimitsConfig, StationExportConfig
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.outbox import OutboxConfig
 from edge_agent.config.sensors import SensorConfig, SimulatedSensor, SystemSensor
@@ -130,6 +131,14 @@ class Settings(BaseSettings):
     )
     web: WebConfig = Field(default_factory=WebConfig, description="Local status page.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    aqi: AqiConfig = Field(default_factory=AqiConfig, description="VN_AQI derived stream.")
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig, description="QCVN 05:2023 limit alerts."
+    )
+    station_export: StationExportConfig = Field(
+        default_factory=StationExportConfig,
+        description="Monitoring-station files (Circular 10/2021) over FTP.",
+    )
 
     @model_validator(mode="after")
     def _stream_names(self) -> Settings:

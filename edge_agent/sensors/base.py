@@ -30,12 +30,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Sample:
-    """One value read from a sensor, with its unit; `raw` keeps what the device said when it
-    was not a number (the value is then NaN and the reading goes out as 'bad')."""
+    """One value read from a sensor, with its unit, and the instrument's status when the
+    device reports one ("calibrating" and "fault" values are never sent as measurements);
+    `raw` keeps what the device said when it was not a number (the value is then NaN and the
+    reading goes out as 'bad')."""
 
     quantity: str
     value: float
     unit: str
+    status: str = "normal"
     raw: str | None = None
 
 
@@ -53,6 +56,9 @@ class Driver(Protocol):
 
 Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
 """Where readings go: `sink(kind, data, stream, ts)`; app.py wires it to the outbox."""
+
+Clock = Callable[[], float]
+"""Wall-clock time for reading timestamps (`time.time`; tests inject their own)."""
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -114,12 +120,19 @@ class Poller:
     """Polls one sensor on its interval: timeout, capped jittered backoff, state for the page."""
 
     def __init__(
-        self, config: SensorBase, driver: Driver, *, sink: Sink, health: ComponentHealth
+        self,
+        config: SensorBase,
+        driver: Driver,
+        *,
+        sink: Sink,
+        health: ComponentHealth,
+        clock: Clock = time.time,
     ) -> None:
         self.config = config
         self.driver = driver
         self.sink = sink
         self.health = health
+        self.clock = clock
         self.name = f"sensor:{config.name}"
         self.validator = Validator(config.ranges, stuck_after_s=config.stuck_after_s)
         self.aggregator = Aggregator(config.aggregate_s) if config.aggregate_s else None
@@ -146,7 +159,7 @@ class Poller:
         tb: TracebackType | None,
     ) -> None:
         if self.aggregator is not None:
-            await self._emit_aggregates(time.time(), force=True)
+            await self._emit_aggregates(self.clock(), force=True)
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
@@ -169,7 +182,7 @@ class Poller:
             delay = await self._poll_once()
             await self._report_state()
             if self.aggregator is not None:
-                await self._emit_aggregates(time.time())
+                await self._emit_aggregates(self.clock())
             self.health.beat(delay + self.config.timeout_s)
             await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
 
@@ -202,10 +215,11 @@ class Poller:
             return self._failed(f"driver error: {type(exc).__name__}: {exc}", "driver_error")
         finally:
             self._driver_facts()
-        ts = time.time()
+        ts = self.clock()
         now = time.monotonic()
         checked = [
-            self.validator.check(s.quantity, s.value, s.unit, now=now, raw=s.raw) for s in samples
+            self.validator.check(s.quantity, s.value, s.unit, now=now, status=s.status, raw=s.raw)
+            for s in samples
         ]
         # Concurrent puts share one outbox group commit: one fsync per read, not per quantity.
         await asyncio.gather(*(self._emit(item, ts) for item in checked))
@@ -215,6 +229,14 @@ class Poller:
             n = sum(1 for c in checked if c.quality == quality)
             if n:
                 self.health.count(quality, n)
+        if checked and all(c.status == "calibrating" for c in checked):
+            # Calibration is the instrument's routine, not a failed read.
+            self._failures = 0
+            self._retry.reset()
+            routine = reason("instrument_calibrating", "the instrument reports calibration")
+            if self.health.set_state(State.DEGRADED, routine):
+                log.info("sensor %s: calibrating", self.config.name)
+            return self.config.interval_s
         if not usable:
             return self._failed(
                 "; ".join(problems) or "no values in the answer", "no_usable_values"
@@ -248,18 +270,15 @@ class Poller:
             quality=item.quality,
             raw=item.raw,
         )
+        if item.status != "normal":
+            data["status"] = item.status
         await self.sink(Kind.READING, data, self.config.name, ts)
 
     async def _emit_aggregates(self, now: float, *, force: bool = False) -> None:
         assert self.aggregator is not None
         await asyncio.gather(
             *(
-                self.sink(
-                    Kind.READING,
-                    reading_data(sensor=self.config.name, **summary),
-                    self.config.name,
-                    ts,
-                )
+                self.sink(Kind.READING, self._aggregate_data(summary), self.config.name, ts)
                 for ts, summary in self.aggregator.take_due(now, force=force)
             )
         )
@@ -294,6 +313,13 @@ class Poller:
                 "duration_s": round(end - start, 3),
             }
             await self.sink(Kind.SENSOR, data, self.config.name, end)
+
+    def _aggregate_data(self, summary: dict[str, Any]) -> dict[str, Any]:
+        status = summary.pop("status", None)
+        data = reading_data(sensor=self.config.name, **summary)
+        if status is not None:
+            data["status"] = status
+        return data
 
     def _driver_facts(self) -> None:
         facts = getattr(self.driver, "facts", None)

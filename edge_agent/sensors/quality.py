@@ -29,7 +29,8 @@ DEFAULT_RANGES: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True)
 class Checked:
-    """A sample after validation: `value` is None when `quality` is 'bad'."""
+    """A sample after validation: `value` is None when `quality` is 'bad'; `status` is the
+    instrument's (normal, calibrating, fault)."""
 
     quantity: str
     value: float | None
@@ -37,6 +38,7 @@ class Checked:
     quality: str
     raw: float | str | None = None
     reason: str = ""
+    status: str = "normal"
 
 
 @dataclass
@@ -54,8 +56,19 @@ class Validator:
         self._last: dict[str, _Stuck] = {}
 
     def check(
-        self, quantity: str, value: float, unit: str, *, now: float, raw: str | None = None
+        self,
+        quantity: str,
+        value: float,
+        unit: str,
+        *,
+        now: float,
+        status: str = "normal",
+        raw: str | None = None,
     ) -> Checked:
+        if status != "normal":
+            # Taken while calibrating or in fault: kept aside, never a measurement.
+            why = f"{quantity}: instrument {status}"
+            return Checked(quantity, None, unit, "bad", value, why, status)
         if raw is not None and not math.isfinite(value):
             return Checked(quantity, None, unit, "bad", raw, f"{quantity} is not a number: {raw!r}")
         if not math.isfinite(value):
@@ -74,6 +87,9 @@ class Validator:
         return Checked(quantity, value, unit, "ok")
 
 
+_STATUS_RANK = {"normal": 0, "calibrating": 1, "fault": 2}
+
+
 @dataclass
 class _Bin:
     unit: str
@@ -81,6 +97,7 @@ class _Bin:
     suspect: int = 0
     bad: int = 0
     last_raw: float | str | None = None
+    status: str = "normal"
 
 
 class Aggregator:
@@ -99,6 +116,8 @@ class Aggregator:
         if self._start is None:
             self._start = math.floor(ts / self.window_s) * self.window_s
         bin_ = self._bins.setdefault(checked.quantity, _Bin(checked.unit))
+        if _STATUS_RANK.get(checked.status, 2) > _STATUS_RANK.get(bin_.status, 2):
+            bin_.status = checked.status
         if checked.value is None:
             bin_.bad += 1
             bin_.last_raw = checked.raw
@@ -121,8 +140,9 @@ class Aggregator:
         stats: dict[str, float | int] = {"count": len(bin_.values), "window_s": self.window_s}
         if bin_.bad:
             stats["bad"] = bin_.bad
-        if not bin_.values:
-            return {
+        if not bin_.values or bin_.status != "normal":
+            # A window with calibration or a fault in it is no measurement either.
+            summary: dict[str, Any] = {
                 "quantity": quantity,
                 "value": None,
                 "unit": bin_.unit,
@@ -130,6 +150,9 @@ class Aggregator:
                 "raw": bin_.last_raw,
                 "stats": stats,
             }
+            if bin_.status != "normal":
+                summary["status"] = bin_.status
+            return summary
         mean = math.fsum(bin_.values) / len(bin_.values)
         stats.update(min=min(bin_.values), mean=mean, max=max(bin_.values))
         # suspect when most of the window was suspect: one stuck stretch is not a stuck sensor

@@ -1,0 +1,1 @@
+"""Derived streams from committed readings: VN_AQI, limit alerts."""
