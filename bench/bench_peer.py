@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.peer import configs
 from bench.peer.collector import EDGE, GATEWAY, Collector
-from bench.peer.device import WRAP
+from bench.peer.device import WRAP, Device
 from bench.peer.figures import (
     AGENTS,
     Loss,
@@ -53,41 +52,6 @@ from tests.conftest import Broker, agent_command, agent_env, free_port
 FULL = {"live_s": 300, "kills": 5, "kill_s": 300, "term_s": 45, "outage_s": 60, "wait_s": 180}
 QUICK = {"live_s": 60, "kills": 2, "kill_s": 36, "term_s": 20, "outage_s": 15, "wait_s": 60}
 RSS_AFTER_S = 60
-
-
-class Device:
-    """The device child: its serve counters, per agent, on request."""
-
-    def __init__(self, ports: dict[str, int]) -> None:
-        self.ports = ports
-        script = Path(__file__).with_name("peer") / "device.py"
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), *map(str, ports.values())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError("the Modbus device did not start")
-
-    def counts(self) -> dict[str, list[int]]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write("counts\n")
-        self.process.stdin.flush()
-        by_port = json.loads(self.process.stdout.readline())
-        return {agent: by_port[str(port)] for agent, port in self.ports.items()}
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        with contextlib.suppress(OSError):
-            self.process.stdin.write("quit\n")
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 class Run:

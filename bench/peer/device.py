@@ -10,14 +10,17 @@ reading. That is "produced" in the benchmark: what the device really served, who
 Control on stdin/stdout, one line each: `counts` answers a JSON object
 `{"<port>": [serves of register 0, ..., serves of register 19], ...}`; `quit` stops.
 
-Usage: python bench/peer/device.py PORT [PORT ...]   (prints `ready` once listening)
+Usage: python bench/peer/device.py PORT [PORT ...]   (prints `ready` once listening);
+`Device` starts it and asks for the counters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import subprocess
 import sys
 
 REGISTERS = 20
@@ -80,6 +83,43 @@ async def main(ports: list[int]) -> None:
     finally:
         for server in servers:
             await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+class Device:
+    """The device child: its serve counters, per agent, on request."""
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        self.ports = ports
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, *map(str, ports.values())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the Modbus device did not start")
+
+    def counts(self) -> dict[str, list[int]]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("counts\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the Modbus device exited ({self.process.poll()})")
+        by_port = json.loads(line)
+        return {agent: by_port[str(port)] for agent, port in self.ports.items()}
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        with contextlib.suppress(OSError):
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 if __name__ == "__main__":

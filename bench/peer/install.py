@@ -66,11 +66,14 @@ def _located(freeze: list[str]) -> Peer:
 def ensure_peer() -> Peer | str:
     """The installed peer, installing it first if needed; or why it cannot be had."""
     digest = _digest()
-    try:
-        if MARKER.exists() and (VENV / "bin" / "python").exists():
-            recorded = MARKER.read_text().splitlines()
-            if recorded and recorded[0] == f"# requirements sha256 {digest}":
+    if MARKER.exists() and (VENV / "bin" / "python").exists():
+        recorded = MARKER.read_text().splitlines()
+        if recorded and recorded[0] == f"# requirements sha256 {digest}":
+            try:
                 return _located(recorded[1:])
+            except (OSError, RuntimeError, subprocess.TimeoutExpired):
+                pass  # a venv that no longer runs (its Python moved): build it again
+    try:
         print(f"installing the peer into {VENV.relative_to(REPO)} (once) ...", flush=True)
         shutil.rmtree(VENV, ignore_errors=True)
         MARKER.unlink(missing_ok=True)
