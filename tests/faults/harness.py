@@ -132,9 +132,12 @@ class Node:
         return self.state_dir / "outbox.sqlite3"
 
     def start(self, env: dict[str, str] | None = None) -> AgentProcess:
+        """Start the agent and return once it runs (its own word in its log: a round trip;
+        the outbox file of its previous life says nothing about this one)."""
         self.process = self.start_process(
             "run", "--config", str(self.config), env=env or agent_env(mqtt=True)
         )
+        self.process.wait_for_output(r"running as node", timeout_s=120)
         return self.process
 
     def kill(self) -> None:
@@ -234,6 +237,11 @@ class Receiver:
     def gaps(self, node: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT epoch, data FROM events WHERE node=? AND kind='gap'", (node,))
         return [{"epoch": str(epoch), **json.loads(data)} for epoch, data in rows]
+
+    def times(self, node: str) -> list[tuple[int, float]]:
+        """(seq, ts) of the node's stored events in seq order (ts: epoch seconds)."""
+        rows = self._query("SELECT seq, ts FROM events WHERE node=? ORDER BY seq", (node,))
+        return [(int(seq), float(ts)) for seq, ts in rows]
 
     def stored(self, node: str, epoch: str) -> int:
         return len(self.keys(node).get(epoch, set()))

@@ -17,6 +17,7 @@ from tests.conftest import Broker
 from tests.faults.harness import (
     Node,
     Receiver,
+    account,
     report,
     scale,
     settle,
@@ -79,15 +80,20 @@ def test_broker_stopped_then_back_loses_nothing(
     persistence: bool,
 ) -> None:
     """With persistence the broker keeps the receiver's session, so what nodes send before
-    the receiver is back waits for it. Without, a QoS 1 message published while no receiver
-    is subscribed is acknowledged and dropped: the province must bring its receivers up
-    before nodes reach a broker that lost its state (docs/reliability.md), which the test
-    does by holding the nodes' path closed until the receiver has resubscribed."""
+    the receiver is back waits for it. Without, the broker forgets what it had acknowledged
+    but not yet delivered, and a QoS 1 message published while no receiver is subscribed is
+    acknowledged and dropped: no node can see either loss (the receiver reports the hole).
+    The province runs its broker with persistence and brings receivers up before nodes
+    (docs/reliability.md). So without persistence the test checks the node's side only: the
+    receiver has caught up when the broker stops, and the nodes' path opens again only once
+    the receiver has resubscribed; everything the node had not had acknowledged is resent."""
     node = make_node()
     node.start()
     wait_until(lambda: node.committed() > 50, "traffic")
     if not persistence:
         proxy.cut()
+        caught_up = node.committed()
+        wait_until(lambda: account(node, receiver, upto=caught_up).ok, "the receiver caught up")
     broker.stop()
     broker.persistence = persistence
     during = node.committed()

@@ -1,0 +1,141 @@
+"""A full disk and a corrupt database during traffic, seen from the receiver: whatever the
+node could not keep arrives as a declared gap; nothing goes missing silently."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import Node, Receiver, account, report, settle, wait_until
+from tests.faults.proxy import FaultProxy
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(900)]
+
+FS_BYTES = 8 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def small_filesystem(directory: Path) -> Iterator[bool]:
+    """An 8 MiB tmpfs at `directory`; False where mounting is not allowed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mount = shutil.which("mount")
+    if os.geteuid() != 0 or mount is None:
+        yield False
+        return
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", f"size={FS_BYTES},mode=0700", "tmpfs", str(directory)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def test_a_full_disk_during_an_outage_arrives_as_declared_gaps(
+    make_node: Callable[..., Node], receiver: Receiver, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    node = make_node()
+    with small_filesystem(node.state_dir) as mounted:
+        if not mounted:
+            # Where mounting is not allowed, a hard cap on the file is the same wall for SQLite.
+            node.config.write_text(
+                node.config.read_text().replace(
+                    "[outbox]\n", "[outbox]\nmax_file_bytes = 2097152\ndisk_reserve_bytes = 0\n"
+                )
+            )
+        node.start()
+        wait_until(lambda: node.committed() > 50, "traffic")
+        proxy.cut()  # the backlog has nowhere to go
+        if mounted:
+            filler = node.state_dir / "filler"
+            free = shutil.disk_usage(node.state_dir).free
+            filler.write_bytes(b"\0" * max(0, free - 1024 * 1024))
+        wait_until(lambda: int(node.stats().get("dropped_disk_full") or 0) > 0, "disk full")
+        dropped = int(node.stats()["dropped_disk_full"])
+        if mounted:
+            filler.unlink()
+        proxy.heal()
+        acc = settle(node, receiver)
+    receiver.stop()
+    gaps = [g for g in receiver.gaps(node.name) if g.get("reason") == "disk_full"]
+    assert gaps, "the rows dropped for room arrive as disk_full gaps"
+    assert acc.declared >= 1
+    report(
+        "disk-full",
+        tmpfs=mounted,
+        committed=sum(acc.committed.values()),
+        stored=acc.stored,
+        dropped_disk_full=dropped,
+        declared_lost=acc.declared,
+        missing=0,
+    )
+
+
+def corrupt_pages(path: Path, *, seed: int = 7) -> None:
+    """Random bytes over a few pages past the header: what a failing card does."""
+    size = path.stat().st_size
+    rand = random.Random(seed)
+    with path.open("r+b") as handle:
+        for _ in range(8):
+            at = rand.randrange(4096, max(size - 4096, 4097))
+            handle.seek(at)
+            handle.write(rand.randbytes(4096))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def test_a_database_corrupted_during_traffic_is_declared_and_a_new_epoch_goes_on(
+    make_node: Callable[..., Node], receiver: Receiver, proxy: FaultProxy
+) -> None:
+    node = make_node()
+    node.start()
+    wait_until(lambda: node.committed() > 200, "traffic")
+    proxy.cut()  # rows pending in the old file when it breaks
+    before = node.committed()
+    wait_until(lambda: node.committed() > before + 300, "a backlog")
+    old_epoch = node.stats()["epoch"]
+    corrupt_pages(node.outbox)
+    assert node.process is not None
+    # The agent meets the damage at its next read of those pages and exits for systemd to
+    # restart it; if it does not meet it soon, a crash brings the same start-up check.
+    deadline = time.monotonic() + 30
+    while node.process.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    exited_by_itself = node.process.process.poll() is not None
+    if exited_by_itself:
+        node.stop()
+    else:
+        node.kill()
+    node.start()
+    wait_until(lambda: node.stats().get("epoch") not in (None, old_epoch), "a new epoch")
+    proxy.heal()
+    acc = settle(node, receiver)
+    receiver.stop()
+    corrupt = [g for g in receiver.gaps(node.name) if g.get("reason") == "corrupt"]
+    assert corrupt and corrupt[0].get("previous_epoch") == old_epoch
+    quarantined = list(node.state_dir.glob("outbox.sqlite3.corrupt-*"))
+    assert quarantined, "the damaged file is kept aside, never deleted"
+    report(
+        "corrupt-database",
+        exited_by_itself=exited_by_itself,
+        epochs=len(acc.committed),
+        committed=sum(acc.committed.values()),
+        stored=acc.stored,
+        declared_lost=acc.declared,
+        missing=0,
+        quarantined=len(quarantined),
+    )
+    assert account(node, receiver).ok
