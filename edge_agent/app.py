@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,7 +26,9 @@ from edge_agent.sensors.base import Poller
 from edge_agent.sensors.camera import Capture
 from edge_agent.sensors.registry import build_driver
 from edge_agent.sync import Applied, NodeInfo, Sync
-from edge_agent.web.server import StatusServer
+from edge_agent.web.facts import NodeIdentity, NodeStatus
+from edge_agent.web.recent import Recent
+from edge_agent.web.server import AuditLog, StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,23 @@ class Agent:
         )
         self.host = HostMonitor(state_dir, sink=self._host_health)
         self.components: list[Any] = [self.outbox, self.host]
+        # What the page shows of recent readings and detections (fed by _to_outbox).
+        self.recent = Recent()
+        self.sync: Sync | None = None
+        self.node_status = NodeStatus(
+            settings,
+            identity=NodeIdentity(
+                settings.node.id,
+                settings.node.district,
+                settings.node.province,
+                __version__,
+                self.config_hash,
+            ),
+            registry=self.registry,
+            recent=self.recent,
+            host=lambda: (self.host.latest, self.host.taken_at),
+            publisher_stats=self._publisher_stats,
+        )
         for sensor in settings.sensors:
             if not sensor.enabled:
                 continue
@@ -106,7 +124,7 @@ class Agent:
                     driver,
                     sink=self._to_outbox,
                     health=self.registry.register(
-                        f"sensor:{sensor.name}", kind="sensor", role=Role.SOURCE
+                        f"sensor:{sensor.name}", kind="sensor", role=Role.SOURCE, label=sensor.label
                     ),
                 )
             )
@@ -125,7 +143,7 @@ class Agent:
                 camera,
                 sink=self._to_outbox,
                 health=self.registry.register(
-                    f"camera:{camera.name}", kind="camera", role=Role.SOURCE
+                    f"camera:{camera.name}", kind="camera", role=Role.SOURCE, label=camera.label
                 ),
             )
             self.captures[camera.name] = capture
@@ -141,7 +159,9 @@ class Agent:
                     frames=capture.frames.get,
                     service=self.inference,
                     sink=self._to_outbox,
-                    health=self.registry.register(f"analysis:{camera.name}", kind="analysis"),
+                    health=self.registry.register(
+                        f"analysis:{camera.name}", kind="analysis", label=camera.label
+                    ),
                     snapshots=snapshots,
                 )
             )
@@ -164,7 +184,13 @@ class Agent:
             self.components.append(self.sync)
         if settings.web.enabled:
             self.web = StatusServer(
-                settings.web, status=self.status, health=self.registry.register("web", kind="web")
+                settings.web,
+                status=self.node_status,
+                health=self.registry.register("web", kind="web"),
+                snapshot_root=state_dir / "snapshots",
+                live_frame=self.camera_snapshot,
+                # Until edge_agent.audit's Auditor is wired here: refused logins are logged.
+                on_audit=AuditLog(),
             )
             self.components.append(self.web)
 
@@ -175,6 +201,11 @@ class Agent:
 
     async def _to_outbox(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
         await self.outbox.put(kind, data, stream=stream, ts=ts)
+        self.recent.observe(kind, data, stream, ts)
+
+    def _publisher_stats(self) -> dict[str, int] | None:
+        publisher = self.sync.publisher if self.sync is not None else None
+        return None if publisher is None else dict(publisher.stats)
 
     async def _host_health(self, facts: dict[str, Any], ts: float) -> None:
         verdict = self.registry.verdict()
@@ -208,26 +239,9 @@ class Agent:
         return jpeg
 
     def status(self) -> dict[str, Any]:
-        """The facts the status page, `/api/status` and the `status` command show."""
-        outbox_health = self.registry.get("outbox")
-        verdict = self.registry.verdict()
-        return {
-            "node": {
-                "id": self.settings.node.id,
-                "district": self.settings.node.district,
-                "province": self.settings.node.province,
-            },
-            "version": __version__,
-            "config_hash": self.config_hash,
-            "state": verdict.state.value,
-            "verdict": verdict.state.value,
-            "reasons": [finding.to_dict() for finding in verdict.findings],
-            "time": time.time(),
-            "started_at": self.registry.started_at,
-            "components": self.registry.snapshot(),
-            "outbox": outbox_health.snapshot()["facts"] if outbox_health else {},
-            "host": dict(self.host.latest),
-        }
+        """The facts `/api/status` shows, with the details a logged-in page sees (the IOC's
+        `status` command)."""
+        return self.node_status.build(details=True)
 
 
 @contextlib.asynccontextmanager
