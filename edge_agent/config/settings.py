@@ -103,8 +103,8 @@ class WebConfig(Section):
         le=65_536,
         description=(
             "Concurrent connections at most (and never more than the process's file "
-            "descriptor limit minus fd_reserve). When full, the connection that has waited "
-            "longest without sending a request is closed to make room."
+            "descriptor limit minus fd_reserve and a margin for accept bursts). When full, "
+            "the connection that has waited longest without a request is closed."
         ),
     )
     fd_reserve: int = Field(

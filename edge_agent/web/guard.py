@@ -24,13 +24,17 @@ MIN_CONNECTIONS = 8
 ACCEPT_ERROR = "socket.accept() out of system resource"
 
 
-def connection_cap(configured: int, fd_reserve: int) -> int:
-    """`configured`, lowered to the descriptor limit minus the reserve (but never below a
-    few, so that a tiny limit still leaves the page reachable)."""
+def connection_cap(configured: int, fd_reserve: int, backlog: int) -> int:
+    """`configured`, lowered to the descriptor limit minus the reserve and the burst (never
+    below a few, so that a tiny limit still leaves the page reachable).
+
+    The burst: asyncio accepts up to `backlog` sockets in one loop turn before the guard
+    sees them (and may do so again before they are admitted), and a connection closed to
+    make room frees its descriptor only on the next turn."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return configured
-    return min(configured, max(MIN_CONNECTIONS, soft - fd_reserve))
+    return min(configured, max(MIN_CONNECTIONS, soft - fd_reserve - 3 * backlog))
 
 
 class RateLimitedLog:

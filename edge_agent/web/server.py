@@ -28,7 +28,7 @@ from edge_agent.web.routes import AuditSink, LiveFrame, WebState, build_app
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-BACKLOG = 128
+BACKLOG = 64
 
 
 class AuditLog:
@@ -68,7 +68,7 @@ class StatusServer:
         self.config = config
         self.status = status
         self.health = health
-        limit = connection_cap(config.max_connections, config.fd_reserve)
+        limit = connection_cap(config.max_connections, config.fd_reserve, BACKLOG)
         self.guard = ConnectionGuard(limit=limit, header_timeout_s=config.header_timeout_s)
         hashed = config.access_code_hash
         self.state = WebState(

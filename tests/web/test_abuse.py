@@ -129,7 +129,8 @@ async def test_half_open_connections_leave_healthz_and_the_link_alive(
         stop_process(agent)
     log_text = log_path.read_text(errors="replace")
     accept_errors = log_text.count("socket.accept() out of system resource")
-    assert accept_errors <= 1, f"{accept_errors} accept() errors logged"
+    # The cap keeps the agent below its fd limit: accept() never fails at all.
+    assert accept_errors == 0, f"{accept_errors} accept() errors logged"
     assert log_text.count("Traceback") == 0, log_text[-4000:]
     # What the server did about the flood is said, and said once in a while, not per socket.
     shed = [line for line in log_text.splitlines() if "status page:" in line]

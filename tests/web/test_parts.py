@@ -321,3 +321,13 @@ async def test_a_busy_port_is_a_config_error(small_server: StatusServer, tmp_pat
     )
     with pytest.raises(ConfigError, match=r"web\.port: cannot listen on 127\.0\.0\.1:\d+"):
         await second.__aenter__()
+
+
+def test_the_page_carries_the_configured_language_and_refresh() -> None:
+    from edge_agent.web.assets import Assets
+
+    english = Assets(language="en", refresh_s=2.5).get("index.html")
+    assert english is not None
+    html = english.body.decode()
+    assert '<html lang="en" data-lang="en" data-refresh-ms="2500">' in html
+    assert english.gzipped and english.etag.startswith('"')
