@@ -155,7 +155,18 @@ def chromium() -> str:
     return require_binary("chromium", package="chromium")
 
 
+SAVED: list[Path] = []
+
+
 @pytest.fixture(scope="session")
 def artefacts() -> Path:
+    """Where the browser tests keep their screenshots (git-ignored)."""
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     return ARTEFACTS
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SAVED:
+        terminalreporter.write_sep("-", "status page screenshots")
+        for path in SAVED:
+            terminalreporter.write_line(str(path))

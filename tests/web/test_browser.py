@@ -26,7 +26,7 @@ from edge_agent.web.facts import NodeIdentity, NodeStatus
 from edge_agent.web.recent import Recent
 from edge_agent.web.server import StatusServer
 from tests.conftest import REPO, stop_process
-from tests.web.conftest import ACCESS_CODE, RunningAgent, launch_agent
+from tests.web.conftest import ACCESS_CODE, SAVED, RunningAgent, launch_agent
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def axe_serious(page: Page) -> list[dict[str, Any]]:
 def screenshot(page: Page, artefacts: Path, name: str) -> None:
     path = artefacts / name
     page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
+    SAVED.append(path)
 
 
 def test_vietnamese_then_english(node: RunningAgent, page: Page, artefacts: Path) -> None:
