@@ -45,12 +45,17 @@ class Series:
     ts: float = 0.0
     # (bucket start, sum, count), oldest first.
     buckets: deque[list[float]] = field(default_factory=lambda: deque(maxlen=SPARK_POINTS))
+    # The last sparkline built, by (end of the window, additions so far): pages poll more
+    # often than sensors read.
+    _spark: tuple[float, int, dict[str, Any]] | None = None
+    _added: int = 0
 
     def add(self, value: float | None, unit: str, quality: str, ts: float) -> None:
         if ts >= self.ts:
             self.value, self.unit, self.quality, self.ts = value, unit, quality, ts
         if value is None:
             return
+        self._added += 1
         start = ts - ts % SPARK_STEP_S
         if self.buckets and self.buckets[-1][0] == start:
             bucket = self.buckets[-1]
@@ -61,13 +66,18 @@ class Series:
 
     def spark(self, now: float) -> dict[str, Any]:
         end = now - now % SPARK_STEP_S
+        cached = self._spark
+        if cached is not None and cached[0] == end and cached[1] == self._added:
+            return cached[2]
         first = end - (SPARK_POINTS - 1) * SPARK_STEP_S
         values: list[float | None] = [None] * SPARK_POINTS
         for start, total, count in self.buckets:
-            index = round((start - first) / SPARK_STEP_S)
+            index = int((start - first) // SPARK_STEP_S)
             if 0 <= index < SPARK_POINTS:
                 values[index] = round(total / count, 4)
-        return {"step_s": SPARK_STEP_S, "end": end, "values": values}
+        spark = {"step_s": SPARK_STEP_S, "end": end, "values": values}
+        self._spark = (end, self._added, spark)
+        return spark
 
     def to_dict(self, now: float) -> dict[str, Any]:
         return {

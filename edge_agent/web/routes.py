@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ SECURITY_HEADERS = {
 STATIC_NAMES = frozenset({"app.js", "style.css", "icon.svg"})
 SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.jpg$")
 MAX_BODY_BYTES = 4096
+METRICS_CACHE_S = 1.0
 # At most this many hashes at once: scrypt takes tens of milliseconds and 16 MiB each.
 VERIFY_CONCURRENCY = 1
 
@@ -69,6 +71,7 @@ class WebState:
     access: AccessCode | None = None
     verifying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     logins: dict[str, int] = field(default_factory=dict)
+    metrics_cache: dict[str, tuple[float, bytes]] = field(default_factory=dict)
 
     def logged_in(self, request: web.Request) -> bool:
         return self.sessions.valid(request.cookies.get(COOKIE))
@@ -174,9 +177,14 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[STATE].metrics)
-    response = web.Response(body=body, headers={"Content-Type": content_type})
+    # At most one exposition a second per format, however many scrapers ask.
+    now = time.monotonic()
+    cached = state.metrics_cache.get(content_type)
+    if cached is None or now - cached[0] >= METRICS_CACHE_S:
+        cached = state.metrics_cache[content_type] = (now, encoder(state.metrics))
+    response = web.Response(body=cached[1], headers={"Content-Type": content_type})
     response.enable_compression()
     return response
 
