@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import time
@@ -28,6 +29,8 @@ from edge_agent.web.assets import LANGUAGES, Asset, Assets
 from edge_agent.web.facts import NodeStatus, public_params
 from edge_agent.web.guard import ConnectionGuard
 from edge_agent.web.problems import LogTail
+
+log = logging.getLogger(__name__)
 
 COOKIE = "edge_agent_session"
 CSP = (
@@ -55,6 +58,29 @@ AuditSink = Callable[[str, str, str, str], None]
 LiveFrame = Callable[[str], Awaitable[bytes]]
 
 
+class ErrorLog:
+    """An unexpected error in a handler: logged with its traceback at most once a minute,
+    the others counted, so that a client cannot flood the log through a bug."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self.interval_s = interval_s
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def note(self, what: str, *, exc_info: bool) -> None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.interval_s:
+            self._suppressed += 1
+            return
+        log.error(
+            "status page: %s (%d more since the last report)",
+            what,
+            self._suppressed,
+            exc_info=exc_info,
+        )
+        self._last, self._suppressed = now, 0
+
+
 @dataclass
 class WebState:
     config: WebConfig
@@ -69,15 +95,28 @@ class WebState:
     snapshot_root: Path
     live_frame: LiveFrame | None = None
     access: AccessCode | None = None
-    verifying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    verifying: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(VERIFY_CONCURRENCY)
+    )
     logins: dict[str, int] = field(default_factory=dict)
     metrics_cache: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+    error_log: ErrorLog = field(default_factory=ErrorLog)
 
     def logged_in(self, request: web.Request) -> bool:
         return self.sessions.valid(request.cookies.get(COOKIE))
 
     def count_login(self, outcome: str) -> None:
         self.logins[outcome] = self.logins.get(outcome, 0) + 1
+
+    def audit(self, event: str, code: str, source: str, detail: str) -> None:
+        """Hand a refused login to the auditor; its own failure never fails the answer."""
+        try:
+            self.on_audit(event, code, source, detail)
+        except Exception:
+            self.error_log.note(f"audit sink failed on {event} {code}", exc_info=True)
+
+    def failed_request(self, request: web.Request) -> None:
+        self.error_log.note(f"{request.method} {request.path} failed", exc_info=True)
 
 
 STATE: web.AppKey[WebState] = web.AppKey("edge_agent_web", WebState)
@@ -110,6 +149,9 @@ async def protect(
             response = await handler(request)
     except web.HTTPException as exc:
         response = _error(exc.status, exc.reason.lower().replace(" ", "_"))
+    except Exception:
+        state.failed_request(request)
+        response = _error(500, "internal_error")
     finally:
         state.guard.request_finished(request.transport)
     for name, value in SECURITY_HEADERS.items():
@@ -215,16 +257,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     client = request.remote or "unknown"
     if not _same_origin(request):
         state.count_login("cross_origin")
-        state.on_audit("login_failed", "cross_origin", client, "login from another site refused")
+        state.audit("login_failed", "cross_origin", client, "login from another site refused")
         return _error(403, "cross_origin")
     if state.access is None:
         state.count_login("not_configured")
-        state.on_audit("login_failed", "not_configured", client, "no access code is configured")
+        state.audit("login_failed", "not_configured", client, "no access code is configured")
         return _error(403, "not_configured")
     wait = state.limiter.retry_after(client)
     if wait > 0:
         state.count_login("rate_limited")
-        state.on_audit(
+        state.audit(
             "login_failed",
             "rate_limited",
             client,
@@ -239,7 +281,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         code = None
     if code is None:
         state.count_login("bad_request")
-        state.on_audit("login_failed", "bad_request", client, "login without a code")
+        state.audit("login_failed", "bad_request", client, "login without a code")
         return _error(400, "bad_request")
     access = state.access
     async with state.verifying:
@@ -247,7 +289,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not ok:
         failures = state.limiter.failed(client)
         state.count_login("wrong_code")
-        state.on_audit(
+        state.audit(
             "login_failed",
             "wrong_code",
             client,

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from edge_agent.config import Settings, WebConfig
+from edge_agent.config import CameraConfig, Settings, WebConfig
 from edge_agent.contract import Kind
 from edge_agent.errors import ConfigError
 from edge_agent.health import Finding, HealthRegistry, Role, State, reason
@@ -331,3 +331,52 @@ def test_the_page_carries_the_configured_language_and_refresh() -> None:
     html = english.body.decode()
     assert '<html lang="en" data-lang="en" data-refresh-ms="2500">' in html
     assert english.gzipped and english.etag.startswith('"')
+
+
+@pytest.mark.asyncio
+async def test_a_failing_handler_or_audit_sink_is_a_500_with_the_headers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = HealthRegistry()
+    config = WebConfig(port=0, access_code_hash=AccessCode.create("right-code").encode())
+    settings = Settings(
+        sensors=[], cameras=[CameraConfig(name="gate", source=str(tmp_path / "x.avi"))], web=config
+    )
+    status = NodeStatus(
+        settings,
+        identity=NodeIdentity("n1", "d1", "p1", "0", "h"),
+        registry=registry,
+        recent=Recent(),
+        host=lambda: ({}, None),
+    )
+
+    def broken_audit(event: str, code: str, source: str, detail: str) -> None:
+        raise RuntimeError("audit store unavailable")
+
+    async def broken_frame(camera: str) -> bytes:
+        raise RuntimeError("a bug in the frame source")
+
+    server = StatusServer(
+        config,
+        status=status,
+        health=registry.register("web"),
+        snapshot_root=tmp_path,
+        live_frame=broken_frame,
+        on_audit=broken_audit,
+    )
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with server, aiohttp.ClientSession(cookie_jar=jar) as session:
+        base = f"http://127.0.0.1:{server.port}"
+        async with session.post(f"{base}/login", json={"code": "wrong"}) as response:
+            assert response.status == 401  # the auditor's failure does not change the answer
+        async with session.post(f"{base}/login", json={"code": "right-code"}) as response:
+            assert response.status == 200
+        for _ in range(3):
+            async with session.get(f"{base}/camera/gate/thumbnail.jpg") as response:
+                assert response.status == 500
+                assert (await response.json())["error"] == "internal_error"
+                assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    # One line with its traceback per minute, not one per failed request.
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "audit sink failed" in errors[0].getMessage() and errors[0].exc_info
