@@ -28,7 +28,9 @@ from edge_agent.outbox import Outbox
 from edge_agent.sensors.base import Poller
 from edge_agent.sensors.registry import build_driver
 from edge_agent.sync import Applied, NodeInfo, Sync
-from edge_agent.web.server import StatusServer
+from edge_agent.web.facts import NodeIdentity, NodeStatus
+from edge_agent.web.recent import Recent
+from edge_agent.web.server import AuditLog, StatusServer
 
 if TYPE_CHECKING:
     from edge_agent.inference.snapshots import SnapshotStore
@@ -141,6 +143,24 @@ class Agent:
         )
         self.host = HostMonitor(state_dir, sink=self._host_health)
         self.components: list[Any] = [self.outbox, self.host]
+        # What the page shows of recent readings and detections (fed by _to_outbox).
+        self.recent = Recent()
+        self.sync: Sync | None = None
+        self.node_status = NodeStatus(
+            settings,
+            identity=NodeIdentity(
+                settings.node.id,
+                settings.node.district,
+                settings.node.province,
+                __version__,
+                self.config_hash,
+            ),
+            registry=self.registry,
+            recent=self.recent,
+            host=lambda: (self.host.latest, self.host.taken_at),
+            publisher_stats=self._publisher_stats,
+            redact=self.redactor.data,
+        )
         # Readers of what the sensors committed. Entered before the sensors, they close after
         # them and still take the readings a sensor flushes when it stops.
         self.taps: list[Tap] = []
@@ -175,7 +195,7 @@ class Agent:
                     driver,
                     sink=self._from_sensor if self.taps else self._to_outbox,
                     health=self.registry.register(
-                        f"sensor:{sensor.name}", kind="sensor", role=Role.SOURCE
+                        f"sensor:{sensor.name}", kind="sensor", role=Role.SOURCE, label=sensor.label
                     ),
                     clock=clock,
                 )
@@ -205,7 +225,7 @@ class Agent:
                 camera,
                 sink=self._to_outbox,
                 health=self.registry.register(
-                    f"camera:{camera.name}", kind="camera", role=Role.SOURCE
+                    f"camera:{camera.name}", kind="camera", role=Role.SOURCE, label=camera.label
                 ),
             )
             self.captures[camera.name] = capture
@@ -229,7 +249,9 @@ class Agent:
                     frames=capture.frames.get,
                     service=self.inference,
                     sink=self._to_outbox,
-                    health=self.registry.register(f"analysis:{camera.name}", kind="analysis"),
+                    health=self.registry.register(
+                        f"analysis:{camera.name}", kind="analysis", label=camera.label
+                    ),
                     snapshots=snapshots,
                     plate_snapshots=plate_snapshots if camera.plates.enabled else None,
                 )
@@ -253,7 +275,13 @@ class Agent:
             self.components.append(self.sync)
         if settings.web.enabled:
             self.web = StatusServer(
-                settings.web, status=self.status, health=self.registry.register("web", kind="web")
+                settings.web,
+                status=self.node_status,
+                health=self.registry.register("web", kind="web"),
+                snapshot_root=state_dir / "snapshots",
+                live_frame=self.camera_snapshot,
+                # Until edge_agent.audit's Auditor is wired here: refused logins are logged.
+                on_audit=AuditLog(),
             )
             self.components.append(self.web)
 
@@ -267,6 +295,11 @@ class Agent:
             # State and alert texts may quote a URL from the config (an error message).
             data = self.redactor.data(data)
         await self.outbox.put(kind, data, stream=stream, ts=ts)
+        self.recent.observe(kind, data, stream, ts)
+
+    def _publisher_stats(self) -> dict[str, int] | None:
+        publisher = self.sync.publisher if self.sync is not None else None
+        return None if publisher is None else dict(publisher.stats)
 
     async def _from_sensor(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
         # Write first: the derived streams see a reading only once it is committed.
@@ -314,31 +347,9 @@ class Agent:
         return jpeg
 
     def status(self) -> dict[str, Any]:
-        """The facts the status page, `/api/status` and the `status` command show (secrets
-        masked: a reason may quote a URL from the config)."""
-        facts: dict[str, Any] = self.redactor.data(self._status())
-        return facts
-
-    def _status(self) -> dict[str, Any]:
-        outbox_health = self.registry.get("outbox")
-        verdict = self.registry.verdict()
-        return {
-            "node": {
-                "id": self.settings.node.id,
-                "district": self.settings.node.district,
-                "province": self.settings.node.province,
-            },
-            "version": __version__,
-            "config_hash": self.config_hash,
-            "state": verdict.state.value,
-            "verdict": verdict.state.value,
-            "reasons": [finding.to_dict() for finding in verdict.findings],
-            "time": time.time(),
-            "started_at": self.registry.started_at,
-            "components": self.registry.snapshot(),
-            "outbox": outbox_health.snapshot()["facts"] if outbox_health else {},
-            "host": dict(self.host.latest),
-        }
+        """The facts `/api/status` shows, with the details a logged-in page sees (the IOC's
+        `status` command); secrets masked, since a reason may quote a URL from the config."""
+        return self.node_status.build(details=True)
 
 
 @contextlib.asynccontextmanager

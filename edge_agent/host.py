@@ -8,6 +8,8 @@ page and metrics read `HostMonitor.latest` (never psutil on the loop).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import logging
 import os
 import time
@@ -24,7 +26,8 @@ HealthSink = Callable[[dict[str, Any], float], Awaitable[None]]
 
 
 def host_snapshot(state_dir: Path) -> dict[str, Any]:
-    """CPU, memory, disk of the state dir, load, temperature and uptime of this host."""
+    """CPU, memory, disk of the state dir, load, temperature, uptime and whether the clock
+    is synchronised, for this host."""
     memory = psutil.virtual_memory()
     try:
         disk = psutil.disk_usage(str(state_dir))
@@ -48,7 +51,36 @@ def host_snapshot(state_dir: Path) -> dict[str, Any]:
     temperature = cpu_temperature()
     if temperature is not None:
         facts["cpu_temperature_c"] = temperature
+    synchronised = clock_synchronised()
+    if synchronised is not None:
+        facts["clock_synchronised"] = synchronised
     return facts
+
+
+# adjtimex(2) returns the clock state; TIME_ERROR means the kernel's clock is not
+# synchronised (STA_UNSYNC: no NTP client such as chrony or systemd-timesyncd keeps it).
+TIME_ERROR = 5
+TIMEX_BYTES = 512  # larger than struct timex on every Linux architecture
+
+
+@functools.cache
+def _adjtimex() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+
+
+def clock_synchronised() -> bool | None:
+    """Whether an NTP client keeps the clock synchronised (None where it cannot be told)."""
+    adjtimex = _adjtimex()
+    if adjtimex is None:
+        return None
+    timex = ctypes.create_string_buffer(TIMEX_BYTES)  # modes = 0: read only, no privilege
+    state = adjtimex(timex)
+    if state < 0:
+        return None
+    return bool(state != TIME_ERROR)
 
 
 def cpu_temperature() -> float | None:

@@ -17,9 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from edge_agent.config import effective_config, load_settings
+from edge_agent.web.access import AccessCode
 from tests.conftest import AgentProcess, agent_command, agent_env, free_port
 
 PLANTED = ("Rtsp-Pw-1111", "Http-Pw-2222", "Api-Key-3333", "Broker-Pw-4444", "Tok-5555")
+ACCESS_CODE = "field-staff-1234"
 
 
 def config_text(tmp_path: Path, http_port: int, model_dir: Path) -> str:
@@ -30,6 +32,7 @@ state_dir = "{tmp_path / "state"}"
 model_dir = "{model_dir}"
 [web]
 port = {free_port()}
+access_code_hash = "{AccessCode.create(ACCESS_CODE).encode()}"
 [mqtt]
 enabled = false
 username = "node"
@@ -55,9 +58,23 @@ def assert_clean(surface: str, text: str) -> None:
         assert secret not in text, f"{secret} leaked through {surface}:\n{text[:2000]}"
 
 
-def fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as answer:
+def fetch(url: str, opener: urllib.request.OpenerDirector | None = None) -> str:
+    with (opener or urllib.request.build_opener()).open(url, timeout=30) as answer:
         return str(answer.read().decode())
+
+
+def logged_in(base: str) -> urllib.request.OpenerDirector:
+    """A client holding the page's session cookie: it sees the details (reason texts)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    request = urllib.request.Request(
+        f"{base}/login",
+        data=json.dumps({"code": ACCESS_CODE}).encode(),
+        headers={"Content-Type": "application/json", "Origin": base},
+        method="POST",
+    )
+    with opener.open(request, timeout=30) as answer:
+        assert answer.status == 200
+    return opener
 
 
 def committed_events(db: Path) -> str:
@@ -129,10 +146,11 @@ def test_no_output_surface_carries_a_secret(
             )
 
         eventually(failures_seen)
-        status = fetch(f"{base}/api/status")
-        # The errors are there, only masked.
+        assert_clean("/api/status", fetch(f"{base}/api/status"))
+        # Logged in, the page sees the error texts: they are there, only masked.
+        status = fetch(f"{base}/api/status", logged_in(base))
         assert "**********" in status
-        assert_clean("/api/status", status)
+        assert_clean("/api/status after login", status)
         assert_clean("/", fetch(f"{base}/"))
         assert_clean("/metrics", fetch(f"{base}/metrics"))
         assert_clean("events for the IOC", committed_events(db))

@@ -161,6 +161,12 @@ class LineConfig(Section):
 
 class CameraConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Unique camera name (topic-safe).")
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=80,
+        description="Friendly name on the status page (e.g. 'Camera cổng chính'); default: name.",
+    )
     source: str = Field(description="rtsp://... URL, /dev/videoN device, or a video file path.")
     fps: float = Field(default=2.0, gt=0, le=60, description="Target analysis rate (frames/s).")
     enabled: bool = Field(default=True, description="Set false to keep the entry but not open it.")

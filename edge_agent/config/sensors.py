@@ -23,6 +23,12 @@ class Range(Section):
 
 class SensorBase(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Unique sensor name (topic-safe).")
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=80,
+        description="Friendly name on the status page (e.g. 'Trạm chợ Đông Ba'); default: name.",
+    )
     interval_s: float = Field(
         default=10.0, ge=0.01, le=86_400, description="Seconds between reads (at least 0.01)."
     )

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge_agent.config.base import Section
@@ -53,9 +53,17 @@ class PathsConfig(Section):
     )
 
 
+ACCESS_CODE_HASH = re.compile(
+    r"^(scrypt\$\d+\$\d+\$\d+|pbkdf2-sha256\$\d+)\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*$"
+)
+
+
 class WebConfig(Section):
     enabled: bool = Field(default=True, description="Serve the status page.")
-    host: str = Field(default="127.0.0.1", description="Address the status page listens on.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the status page listens on; 0.0.0.0 serves the LAN.",
+    )
     port: int = Field(default=8080, ge=0, le=65535, description="Status page port (0 = any).")
     language: Literal["vi", "en"] = Field(default="vi", description="Default page language.")
     unhealthy_after_s: float = Field(
@@ -66,6 +74,69 @@ class WebConfig(Section):
             "failing (/healthz 503); shorter outages only degrade it."
         ),
     )
+    refresh_s: float = Field(
+        default=5.0, ge=1.0, le=300.0, description="Seconds between the page's refreshes."
+    )
+    access_code_hash: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Hash of the node's access code, which unlocks camera images, event lists and the "
+            "configuration on the page (make one with `python -m edge_agent.web.access`; "
+            "or give it as the credential web.access_code_hash). Unset: they stay locked."
+        ),
+    )
+    session_ttl_s: float = Field(
+        default=43_200.0,
+        ge=60.0,
+        le=30 * 86_400.0,
+        description="How long a login lasts on a phone (a restart of the agent ends it too).",
+    )
+    login_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Wrong access codes allowed per client within login_window_s; then 429.",
+    )
+    login_window_s: float = Field(
+        default=300.0, ge=1.0, le=86_400.0, description="Window of login_attempts, in seconds."
+    )
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        le=65_536,
+        description=(
+            "Concurrent connections at most (and never more than the process's file "
+            "descriptor limit minus fd_reserve and a margin for accept bursts). When full, "
+            "the connection that has waited longest without a request is closed."
+        ),
+    )
+    fd_reserve: int = Field(
+        default=128,
+        ge=16,
+        le=65_536,
+        description="File descriptors kept free for the outbox, the broker link and cameras.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300.0,
+        description=(
+            "A connection must deliver a whole request header within this many seconds of "
+            "opening, or of its previous response, or it is closed."
+        ),
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, le=300.0, description="Seconds allowed to read a request body."
+    )
+
+    @field_validator("access_code_hash")
+    @classmethod
+    def _hash_format(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not ACCESS_CODE_HASH.match(value.get_secret_value()):
+            raise ValueError(
+                "not an access code hash; make one with `python -m edge_agent.web.access`"
+            )
+        return value
 
 
 class LoggingConfig(Section):

@@ -9,6 +9,7 @@ sink (the outbox); inference never imports capture. Every camera's analysis runs
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,6 +41,8 @@ HUNG_AFTER_S = 30.0
 SUMMARY_PERIOD_S = 5.0
 Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
 DetectFn = Callable[[np.ndarray], list[Detection]]
+# Buckets of the detector latency histogram the status page's /metrics exports.
+DETECT_LATENCY_BOUNDS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class FrameLike(Protocol):
@@ -60,6 +63,7 @@ class Analysis:
 
     events: list[tuple[Kind, dict[str, Any]]] = field(default_factory=list)
     detected: bool = False
+    detect_s: float = 0.0
     gate_reason: str = ""
     detections: list[Detection] = field(default_factory=list)
     tracks: list[Track] = field(default_factory=list)
@@ -112,7 +116,9 @@ class FrameAnalyzer:
         if decision.run:
             self.detector_runs += 1
             result.detected = True
+            started = time.perf_counter()
             result.detections = self.classes.apply(self.detect(image))
+            result.detect_s = time.perf_counter() - started
             result.tracks = self.tracker.update(result.detections, ts)
         else:
             result.tracks = self.tracker.keep_alive(ts)
@@ -308,6 +314,8 @@ class CameraPipeline:
         self.name = f"camera:{config.name}"
         self.analyzer: FrameAnalyzer | None = None
         self._summary_at = 0.0
+        self._latency_counts = [0] * (len(DETECT_LATENCY_BOUNDS_S) + 1)
+        self._latency_sum = 0.0
 
     async def __aenter__(self) -> CameraPipeline:
         detector = self.service.detector
@@ -355,8 +363,11 @@ class CameraPipeline:
                 log.warning("camera %s: analysis failed: %s", self.config.name, exc)
                 continue
             self.health.progress("frames_analysed")
+            if self.health.state is not State.OK and self.health.set_state(State.OK):
+                log.info("camera %s: analysing frames", self.config.name)
             if result.detected:
                 self.health.count("detector_runs")
+                self._observe_latency(result.detect_s)
             self.health.set_facts(
                 tracks=sum(1 for t in result.tracks if t.confirmed),
                 last_gate=result.gate_reason or "idle",
@@ -366,3 +377,14 @@ class CameraPipeline:
                 self.health.set_facts(**analyzer.summary())
             for kind, data in result.events:
                 await self.sink(kind, data, self.config.name, frame.ts)
+
+    def _observe_latency(self, seconds: float) -> None:
+        self._latency_counts[bisect.bisect_left(DETECT_LATENCY_BOUNDS_S, seconds)] += 1
+        self._latency_sum += seconds
+        self.health.set_facts(
+            detect_latency_s={
+                "bounds": DETECT_LATENCY_BOUNDS_S,
+                "counts": tuple(self._latency_counts),
+                "sum": self._latency_sum,
+            }
+        )
