@@ -322,3 +322,21 @@ def test_text_report_in_vietnamese_and_english(node: Node) -> None:
         (failed,) = [i for i, line in enumerate(lines) if line.startswith("FAIL")]
         assert words in lines[failed] and lines[failed + 1].strip().startswith(fix)
         assert lines[-1].startswith("1 FAIL")
+
+
+def test_every_finding_is_documented_in_both_languages() -> None:
+    import re
+    import string
+
+    from edge_agent.doctor.messages import EN, VI
+    from tests.conftest import REPO
+
+    def fields(text: str) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+    documented = set(
+        re.findall(r"^\| \S+ \| `([a-z_]+)` \|", (REPO / "docs" / "install.md").read_text(), re.M)
+    )
+    assert documented == set(EN) == set(VI)
+    for code, (message, fix) in EN.items():
+        assert fields(VI[code][0]) | fields(VI[code][1]) == fields(message) | fields(fix), code
