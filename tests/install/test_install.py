@@ -11,6 +11,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from edge_agent.config import load_settings
 from tests.conftest import REPO
 from tests.install.conftest import (
@@ -21,6 +23,9 @@ from tests.install.conftest import (
     run_install,
     snapshot,
 )
+
+# Real installs (a venv of ~400 MB each) on a shared machine: slow, but bounded.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def manifest_digests(models: Path) -> dict[str, str]:

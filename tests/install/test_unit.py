@@ -28,6 +28,9 @@ from tests.conftest import IN_CI, REPO
 from tests.install.conftest import UNIT, Staged
 from tests.install.sandbox import Sandbox, is_supported, unit_settings
 
+# Real installs (a venv of ~400 MB each) on a shared machine: slow, but bounded.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
 EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
 PROBE = """
 import errno, mmap, os, socket
@@ -174,6 +177,14 @@ def wait_for_message(sock: socket.socket, wanted: str) -> None:
 def test_agent_loads_the_model_and_writes_its_outbox_under_the_unit(
     sandbox: Sandbox, staged: Staged, media_dir: Path, tmp_path: Path
 ) -> None:
+    """The staged agent, as ExecStartPre and ExecStart, under the emulated unit: read-only
+    root, only the state directory writable, no home, private /tmp, the unit's user and
+    groups, no capabilities, NoNewPrivileges, the unit's system call filter, address
+    families and MemoryDenyWriteExecute. It loads the real model, detects people in the
+    sample clip, writes its outbox (0600, umask 0077), sends READY=1 and WATCHDOG=1, and
+    stops cleanly on SIGTERM. Not emulated: DeviceAllow=, RestrictNamespaces=,
+    LockPersonality=, RestrictRealtime=, ProtectClock= and the cgroup limits (see
+    sandbox.py); systemd itself does not supervise it here."""
     uid, gid = staged.ids()
     config = sandbox.config_dir / "edge-agent.toml"
     config.write_text(
