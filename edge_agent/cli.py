@@ -73,6 +73,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_agent(settings, config_path=path))
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_agent.doctor import run_doctor
+
+    return run_doctor(args.config, lang=args.lang, as_json=args.json, out=sys.stdout)
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from edge_agent.config import load_settings
     from edge_agent.inference.detect_cli import run_analytics, run_detect
@@ -186,6 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_arg(check)
     check.set_defaults(handler=cmd_check_config)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check this node: config, storage, model, cameras, sensors, broker, clock, page",
+        description="Check everything this node needs and print one OK, WARN or FAIL line per"
+        " check, with the fix for each problem: the configuration, the state directory and"
+        " free space, the model (present, checksum, loads), each camera (a frame) and sensor"
+        " (an answer), the broker (reachable, TLS, accepted, command subscription), the clock,"
+        " the status page port and the node id. Exit 1 when anything fails, else 0.",
+    )
+    _config_arg(doctor)
+    doctor.add_argument(
+        "--lang",
+        choices=["vi", "en"],
+        default=None,
+        help="language of the report (default: [web] language, else Vietnamese)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.set_defaults(handler=cmd_doctor)
 
     detect = sub.add_parser(
         "detect",

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from edge_agent.config.sensors import SensorConfig
-from edge_agent.config.settings import ENV_PREFIX, Settings
+from edge_agent.config.settings import ENV_PREFIX, Settings, demo_cameras
 from edge_agent.errors import ConfigError
 from edge_agent.redact import Redactor
 
@@ -71,6 +71,10 @@ def read_credentials(directory: Path | None) -> dict[str, Any]:
             raise ConfigError(
                 [f"{'.'.join(keys)}: cannot read credential: {exc} ({entry})"]
             ) from None
+        if not value:
+            # The unit gives each credential an empty default (SetCredential=), so that a
+            # secret nobody installed does not fail the start: empty means not set.
+            continue
         node = data
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -111,7 +115,8 @@ def apply_sensor_credentials(directory: Path | None, file_data: dict[str, Any]) 
             value = entry.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"sensors.{name}.{field}: cannot read credential: {exc}"]) from None
-        sensor.setdefault(field, value)
+        if value:  # empty: not set (see read_credentials)
+            sensor.setdefault(field, value)
 
 
 def _deep_merge(low: dict[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,6 +204,9 @@ def load_settings(
     credentials = read_credentials(Path(credentials_dir) if credentials_dir else None)
     apply_sensor_credentials(Path(credentials_dir) if credentials_dir else None, file_data)
     data = _deep_merge(credentials, file_data)
+    if path is None:
+        # The demo camera belongs to the embedded default alone (the environment still wins).
+        data.setdefault("cameras", demo_cameras())
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -167,9 +167,12 @@ def _default_sensors() -> list[SensorConfig]:
 DEMO_CLIP = Path("media/vtest.avi")
 
 
-def _default_cameras() -> list[CameraConfig]:
-    # The demo plays the sample clip when scripts/fetch-media has put it there; without it
-    # the embedded default simply has no camera.
+def demo_cameras() -> list[CameraConfig]:
+    """The cameras of the embedded default only (no configuration file): the sample clip as
+    camera `demo` when scripts/fetch-media has put it there, else none.
+
+    Never a default of `Settings.cameras`: a node configured by a file, even one naming no
+    cameras, must not publish detections from a clip it did not film."""
     if not DEMO_CLIP.is_file():
         return []
     return [CameraConfig(name="demo", source=str(DEMO_CLIP), fps=2.0, loop=True)]
@@ -194,8 +197,9 @@ class Settings(BaseSettings):
         default_factory=_default_sensors, description="Environmental and host sensors."
     )
     cameras: list[CameraConfig] = Field(
-        default_factory=_default_cameras,
-        description="Cameras to analyse; default: the demo clip media/vtest.avi if present.",
+        default_factory=list,
+        description="Cameras to analyse; none by default. Only the embedded default (no"
+        " configuration file) plays the demo clip media/vtest.avi, when present.",
     )
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="On-device detection model."

@@ -49,11 +49,16 @@ def test_embedded_default_plays_the_demo_clip(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert Settings().cameras == []
+    assert load_settings(None, env={}).cameras == []
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / "vtest.avi").write_bytes(b"")
-    (demo,) = Settings().cameras
+    (demo,) = load_settings(None, env={}).cameras
     assert (demo.name, demo.source, demo.fps, demo.loop) == ("demo", "media/vtest.avi", 2.0, True)
+    # Only the embedded default: a file, even one naming no cameras, gets none.
+    config = tmp_path / "sensors-only.toml"
+    config.write_text('[node]\nid = "node-07"\n')
+    assert load_settings(config, env={}).cameras == []
+    assert Settings().cameras == []
 
 
 def test_wrong_camera_keys_are_named(tmp_path: Path) -> None:
