@@ -286,9 +286,16 @@ def pending_seqs(node: Node) -> set[int]:
             return set()
 
 
-def account(node: Node, receiver: Receiver, *, upto: int | None = None) -> Account:
+def account(
+    node: Node,
+    receiver: Receiver,
+    *,
+    upto: int | None = None,
+    known: dict[str, int] | None = None,
+) -> Account:
     """Every seq the node committed (up to `upto` in the current epoch, when given), stored
-    at the receiver, declared lost in a gap, or still pending in the node's outbox."""
+    at the receiver, declared lost in a gap, or still pending in the node's outbox. `known`
+    gives epochs' last seqs the test saw itself (an epoch whose file was set aside)."""
     stats = node.stats()
     pending = pending_seqs(node)
     keys = receiver.keys(node.name)
@@ -303,6 +310,8 @@ def account(node: Node, receiver: Receiver, *, upto: int | None = None) -> Accou
         previous = gap.get("previous_epoch")
         if previous and isinstance(gap.get("previous_last_seq"), int):
             last_by_epoch[previous] = max(last_by_epoch.get(previous, 0), gap["previous_last_seq"])
+    for epoch, last in (known or {}).items():
+        last_by_epoch[epoch] = max(last_by_epoch.get(epoch, 0), last)
     missing: dict[str, list[int]] = {}
     declared = 0
     for epoch, last in last_by_epoch.items():
