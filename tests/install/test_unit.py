@@ -216,7 +216,14 @@ def test_agent_loads_the_model_and_writes_its_outbox_under_the_unit(
             text=True,
         )
         try:
-            wait_for_message(notify, "READY=1")
+            try:
+                wait_for_message(notify, "READY=1")
+            except TimeoutError:
+                agent.kill()
+                output, _ = agent.communicate(timeout=60)
+                raise AssertionError(
+                    f"no READY=1 from the agent under the unit:\n{output}"
+                ) from None
             events = wait_until(
                 sandbox.state / "outbox.sqlite3",
                 agent,
