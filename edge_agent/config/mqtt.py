@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from edge_agent.config.base import Section
 
@@ -57,11 +57,20 @@ class CommandAuthConfig(Section):
         gt=0,
         description="Commands valid for longer than this (expires - issued) are rejected.",
     )
+    confirm_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="After a config.set, the node must reach the broker and publish its birth"
+        " within this many seconds, or it puts the previous file and settings back.",
+    )
 
 
 class MqttConfig(Section):
     enabled: bool = Field(default=True, description="Sync to the provincial broker at all.")
-    host: str = Field(default="localhost", description="Provincial broker host name or address.")
+    host: str = Field(
+        default="localhost", min_length=1, description="Provincial broker host name or address."
+    )
     port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
     topic_prefix: str = Field(
         default="ioc/v1",
@@ -89,6 +98,14 @@ class MqttConfig(Section):
     )
     backoff_max_s: float = Field(
         default=60.0, gt=0, description="Cap of the jittered exponential retry delay."
+    )
+    probe_interval_s: float = Field(
+        default=1.5,
+        ge=0,
+        le=60,
+        description="While the broker cannot be reached, a TCP connect probes it about this"
+        " often (jittered), so the link is back within seconds of its return; 0 = only the"
+        " backoff.",
     )
     username: str | None = Field(default=None, description="Username, when not using mTLS.")
     password: SecretStr | None = Field(
@@ -130,6 +147,17 @@ class MqttConfig(Section):
     commands: CommandAuthConfig = Field(
         default_factory=CommandAuthConfig, description="Remote commands from the IOC."
     )
+
+    @field_validator("batch_min_events")
+    @classmethod
+    def _batch_bounds(cls, value: int, info: ValidationInfo) -> int:
+        batch_max = info.data.get("batch_max_events")
+        if isinstance(batch_max, int) and batch_max > 1 and batch_max < value:
+            raise ValueError(
+                f"must be at most batch_max_events ({batch_max}), or a backlog could never"
+                " go out as batches (batch_max_events = 1 turns batching off)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttConfig:
