@@ -125,11 +125,14 @@ class Publisher:
         self.beat_s = beat_s
         self.refused_pause = refused_pause or Backoff(5.0, 120.0)
         self._inflight: deque[Flight] = deque()
-        self._batches_inflight = 0
+        # Publishes not yet answered (PUBACK, refusal or link lost): the window counts these,
+        # so the window frees as PUBACKs come, not when their rows are deleted.
+        self._open = 0
+        self._open_batches = 0
         self._sent = asyncio.Event()
         self._space = asyncio.Event()
         self._prefetch: asyncio.Future[Sequence[Row]] | None = None
-        self._acking: asyncio.Future[None] | None = None
+        self._acking: list[int] = []
         self._resume_at = 0.0
         self._refused_at: float | None = None
         self._refusals_said: set[tuple[str, int]] = set()
@@ -151,14 +154,14 @@ class Publisher:
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
-            if len(self._inflight) >= self.window or self._batches_inflight >= self.batch_window:
+            if self._open >= self.window or self._open_batches >= self.batch_window:
                 self._space.clear()
                 await self._space.wait()
                 continue
             if not buffer:
                 rows = await self._claim()
                 if not rows:
-                    self.health.set_facts(inflight=len(self._inflight), mode="live")
+                    self.health.set_facts(inflight=self._open, mode="live")
                     await self.outbox.wait_for_rows(timeout=self.beat_s / 2)
                     continue
                 if self.batch_max > 1 and len(rows) >= self.batch_min:
@@ -170,7 +173,10 @@ class Publisher:
             # No content-type property on single envelopes: the topic says what it is,
             # and packing MQTT 5 properties per message costs a fifth of the drain rate.
             topic = self.topics.data(row.stream)
-            self._inflight.append((link.publish(topic, row.payload), (row.seq,), topic, False))
+            future = link.publish(topic, row.payload)
+            future.add_done_callback(self._answered)
+            self._open += 1
+            self._inflight.append((future, (row.seq,), topic, False))
             self._sent.set()
             self.stats["messages"] += 1
             self.stats["events"] += 1
@@ -206,8 +212,10 @@ class Publisher:
             payload,
             content_type=BATCH_ZSTD_CONTENT_TYPE if self.compress else BATCH_CONTENT_TYPE,
         )
+        future.add_done_callback(self._answered_batch)
+        self._open += 1
+        self._open_batches += 1
         self._inflight.append((future, tuple(r.seq for r in rows), topic, True))
-        self._batches_inflight += 1
         self._sent.set()
         if self._prefetch is None:
             # Backlog: fetch the next batch while this one is on the wire.
@@ -216,7 +224,16 @@ class Publisher:
         self.stats["batches"] += 1
         self.stats["events"] += len(rows)
         self.stats["bytes"] += len(payload)
-        self.health.set_facts(inflight=len(self._inflight), mode="backlog")
+        self.health.set_facts(inflight=self._open, mode="backlog")
+
+    def _answered(self, future: asyncio.Future[None]) -> None:
+        self._open -= 1
+        self._space.set()
+
+    def _answered_batch(self, future: asyncio.Future[None]) -> None:
+        self._open -= 1
+        self._open_batches -= 1
+        self._space.set()
 
     # -- the acker ----------------------------------------------------------------------
 
@@ -227,34 +244,33 @@ class Publisher:
                 self._sent.clear()
                 await self._sent.wait()
                 continue
-            # PUBACKs come in order (MQTT 4.6); asyncio.wait never cancels the future.
-            await asyncio.wait((self._inflight[0][0],))
+            head = self._inflight[0][0]
+            if not head.done():
+                # PUBACKs come in order (MQTT 4.6); asyncio.wait never cancels the future.
+                await asyncio.wait((head,))
             acked: list[int] = []
             while self._inflight and self._inflight[0][0].done():
-                future, seqs, topic, batch = self._inflight[0]
+                future, seqs, topic, _batch = self._inflight[0]
                 error = future.exception()
                 if isinstance(error, LinkLost):
                     raise error  # the link's TaskGroup ends; settle() releases the rest
                 self._inflight.popleft()
-                if batch:
-                    self._batches_inflight -= 1
                 if error is None:
                     acked.extend(seqs)
                 elif isinstance(error, Refused):
                     self._refused(topic, error, seqs)
                 else:
                     raise error
-            self._space.set()
             if acked:
                 await self._ack(acked)
                 self._accepted()
 
     async def _ack(self, seqs: list[int]) -> None:
-        # Shielded: a cancelled ack would leave rows the broker has confirmed pending; an ack
-        # still running at settle() is awaited there.
-        self._acking = asyncio.ensure_future(self.outbox.ack(seqs))
-        await asyncio.shield(self._acking)
-        self._acking = None
+        # Kept until the delete is committed: if the acker is cancelled meanwhile, settle()
+        # deletes them again (deleting is idempotent), so no confirmed row stays pending.
+        self._acking = seqs
+        await self.outbox.ack(seqs)
+        self._acking = []
         self.health.progress("acked", len(seqs))
 
     def _refused(self, topic: str, error: Refused, seqs: Sequence[int]) -> None:
@@ -305,11 +321,7 @@ class Publisher:
             await asyncio.wait((prefetch,))
             if not prefetch.cancelled():
                 prefetch.exception()  # seen: a failed prefetch claimed nothing
-        acking, self._acking = self._acking, None
-        if acking is not None:
-            await asyncio.wait((acking,))
-            acking.result()  # an outbox that cannot delete is fatal: surface it
-        acked: list[int] = []
+        acked, self._acking = list(self._acking), []
         for future, seqs, topic, _batch in self._inflight:
             if not future.done() or future.cancelled():
                 continue
@@ -318,8 +330,9 @@ class Publisher:
                 acked.extend(seqs)
             elif isinstance(error, Refused):  # its PUBACK came with the link's end
                 self._refused(topic, error, seqs)
+        # Every future of the link is answered by now (its end failed the rest), so the
+        # callbacks bring the open counts back to zero on their own.
         self._inflight.clear()
-        self._batches_inflight = 0
         try:
             if acked:
                 await self.outbox.ack(acked)
