@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from edge_agent import __version__
 from edge_agent.audit import Auditor
 from edge_agent.config import Settings, config_hash, effective_config
 from edge_agent.config.editing import edit_config, restore_backup
+from edge_agent.config.mqtt import generic_node_id
 from edge_agent.contract import Kind
 from edge_agent.errors import CameraError, EdgeAgentError, UnknownCameraError
 from edge_agent.health import HealthRegistry, Role, State
@@ -74,20 +74,6 @@ class Rollback:
     trial: Trial
     code: str  # "start_failed" | "unconfirmed"
     why: str
-
-
-# Host names that images and installers ship with: two nodes left on one of them share a
-# client id and knock each other off the broker.
-_GENERIC_HOST = re.compile(
-    r"^(localhost|debian|ubuntu|raspberrypi|raspberry|orangepi|armbian|dietpi|vm|node|host"
-    r"|server|edge|device|default|test|pi)[-_.]?\d*$",
-    re.IGNORECASE,
-)
-
-
-def generic_node_id(node_id: str, *, explicit: bool) -> bool:
-    """True when the node id came from the host name and looks like an image's default."""
-    return not explicit and bool(_GENERIC_HOST.match(node_id))
 
 
 class AgentCommands:

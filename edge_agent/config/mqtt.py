@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -164,3 +165,17 @@ class MqttConfig(Section):
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s must be at least backoff_min_s")
         return self
+
+
+# Host names that images and installers ship with: two nodes left on one of them share a
+# client id and knock each other off the broker.
+_GENERIC_HOST = re.compile(
+    r"^(localhost|debian|ubuntu|raspberrypi|raspberry|orangepi|armbian|dietpi|vm|node|host"
+    r"|server|edge|device|default|test|pi)[-_.]?\d*$",
+    re.IGNORECASE,
+)
+
+
+def generic_node_id(node_id: str, *, explicit: bool) -> bool:
+    """True when the node id came from the host name and looks like an image's default."""
+    return not explicit and bool(_GENERIC_HOST.match(node_id))

@@ -75,11 +75,12 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, list):
         return ()
     return tuple(
-        (k, v)
+        (item[0], item[1])
         for item in value
-        if isinstance(item, tuple) and len(item) == 2
-        for k, v in (item,)
-        if isinstance(k, str) and isinstance(v, str)
+        if isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], str)
     )
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.app import generic_node_id
 from edge_agent.config import MqttConfig
+from edge_agent.config.mqtt import generic_node_id
 from edge_agent.health import State
 from edge_agent.sync.link import SESSION_TAKEN_OVER, Link, LinkOptions
 from tests.conftest import Broker
