@@ -10,13 +10,16 @@ import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from edge_agent import __version__
+from edge_agent.audit import Auditor
 from edge_agent.config import Settings, config_hash, effective_config
 from edge_agent.config.editing import edit_config, restore_backup
 from edge_agent.config.loader import redactor
+from edge_agent.config.mqtt import generic_node_id
 from edge_agent.contract import Kind
 from edge_agent.derive.component import DerivedStreams
 from edge_agent.errors import CameraError, ConfigError, EdgeAgentError, UnknownCameraError
@@ -28,6 +31,8 @@ from edge_agent.outbox import Outbox
 from edge_agent.sensors.base import Poller
 from edge_agent.sensors.registry import build_driver
 from edge_agent.sync import Applied, NodeInfo, Sync
+from edge_agent.sync.commands import ReplyRoute, reply_payload
+from edge_agent.sync.component import Notice
 from edge_agent.web.facts import NodeIdentity, NodeStatus
 from edge_agent.web.recent import Recent
 from edge_agent.web.server import AuditLog, StatusServer
@@ -89,6 +94,30 @@ def check_state_dir(state_dir: Path) -> None:
         ) from None
 
 
+class _Unconfirmed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A configuration from `config.set` on probation: it must publish a birth within
+    `confirm_s`, or `previous` comes back."""
+
+    previous: Settings
+    confirm_s: float
+    changed: tuple[str, ...]
+    route: ReplyRoute | None
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """What the generation after a rollback tells the IOC: a reply, an alert, an audit."""
+
+    trial: Trial
+    code: str  # "start_failed" | "unconfirmed"
+    why: str
+
+
 class AgentCommands:
     """What remote commands act on: the agent's own status, config and components."""
 
@@ -106,9 +135,16 @@ class AgentCommands:
         if path is None:
             raise ValueError("this node runs on the embedded default; start it with --config")
         settings = await asyncio.to_thread(edit_config, path, changes)
+        changed = tuple(sorted(changes))
+        self.agent.auditor.record("config_set", "accepted", detail=", ".join(changed))
         return Applied(
-            {"changed": sorted(changes), "config_hash": config_hash(settings), "restart": True},
-            then=lambda: self.agent.request_restart(settings),
+            {
+                "changed": list(changed),
+                "config_hash": config_hash(settings),
+                "restart": True,
+                "confirm_s": self.agent.settings.mqtt.commands.confirm_s,
+            },
+            then=lambda route: self.agent.request_restart(settings, changed=changed, route=route),
         )
 
     async def snapshot(self, camera: str) -> bytes:
@@ -122,13 +158,22 @@ class Agent:
     """One agent: its components in dependency order, and the health registry they report to."""
 
     def __init__(
-        self, settings: Settings, *, config_path: Path | None = None, clock: Clock = time.time
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        rollback: Rollback | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.rollback = rollback
         self.clock = clock
         self.restart_to: Settings | None = None
+        self.restart_changed: tuple[str, ...] = ()
+        self.restart_route: ReplyRoute | None = None
         self.restart_requested = asyncio.Event()
+        self.birth_published = asyncio.Event()
         self.registry = HealthRegistry(link_unhealthy_after_s=settings.web.unhealthy_after_s)
         self.notifier = Notifier()
         self.config_hash = config_hash(settings)
@@ -141,8 +186,11 @@ class Agent:
             config=settings.outbox,
             health=self.registry.register("outbox", kind="outbox", role=Role.CORE),
         )
+        # Security events (rejected commands, logins, config changes) for the province's SOC;
+        # the status page gets the same auditor for its logins.
+        self.auditor = Auditor(self._audit)
         self.host = HostMonitor(state_dir, sink=self._host_health)
-        self.components: list[Any] = [self.outbox, self.host]
+        self.components: list[Any] = [self.outbox, self.auditor, self.host]
         # What the page shows of recent readings and detections (fed by _to_outbox).
         self.recent = Recent()
         self.sync: Sync | None = None
@@ -271,6 +319,9 @@ class Agent:
                 health=self.registry.register("sync", kind="sync", role=Role.LINK),
                 publisher_health=self.registry.register("publisher", kind="publisher"),
                 state_dir=state_dir,
+                auditor=self.auditor,
+                on_birth=self.birth_published.set,
+                notices=self._rollback_notices(),
             )
             self.components.append(self.sync)
         if settings.web.enabled:
@@ -285,10 +336,53 @@ class Agent:
             )
             self.components.append(self.web)
 
-    def request_restart(self, settings: Settings) -> None:
-        """Restart the components with `settings` (after a validated `config.set`)."""
+    def request_restart(
+        self,
+        settings: Settings,
+        *,
+        changed: tuple[str, ...] = (),
+        route: ReplyRoute | None = None,
+    ) -> None:
+        """Restart the components with `settings` (after a validated `config.set`); `route`
+        is where to say so if they have to be rolled back."""
         self.restart_to = settings
+        self.restart_changed = changed
+        self.restart_route = route
         self.restart_requested.set()
+
+    def _rollback_notices(self) -> list[Notice]:
+        rollback = self.rollback
+        if rollback is None or rollback.trial.route is None:
+            return []
+        route = rollback.trial.route
+        error = ("rolled_back", rollback.why)
+        return [Notice(route, reply_payload(node=self.settings.node.id, route=route, error=error))]
+
+    async def announce_rollback(self) -> None:
+        """Tell the IOC (an alert, an audit event) that a config.set was rolled back."""
+        rollback = self.rollback
+        if rollback is None:
+            return
+        route = rollback.trial.route
+        await self.outbox.put(
+            Kind.ALERT,
+            {
+                "alert": "config_rollback",
+                "severity": "error",
+                "detail": rollback.why,
+                "changed": list(rollback.trial.changed),
+                "command_id": None if route is None else route.command_id,
+            },
+            stream="alert",
+        )
+        self.auditor.record(
+            "config_rollback",
+            rollback.code,
+            detail=f"{', '.join(rollback.trial.changed)}: {rollback.why}",
+        )
+
+    async def _audit(self, data: dict[str, Any], ts: float) -> None:
+        await self.outbox.put(Kind.AUDIT, data, stream="audit", ts=ts)
 
     async def _to_outbox(self, kind: Kind, data: dict[str, Any], stream: str, ts: float) -> None:
         if kind not in _PLAIN_KINDS:
@@ -393,26 +487,48 @@ async def run_agent(
     """Run until SIGTERM/SIGINT (exit 0) or until a component fails for good (exit 1).
 
     A validated `config.set` restarts every component (the outbox too: it reopens in
-    milliseconds and keeps every row) with the new settings; if they fail to start, the
-    previous file and settings are restored and started again. `clock` stamps readings and
+    milliseconds and keeps every row) with the new settings, on probation: unless they
+    start and publish a birth within `mqtt.commands.confirm_s` (of the settings that
+    accepted the change), the previous file and settings are restored and started again,
+    and the IOC is told (a reply, an alert, an audit event). `clock` stamps readings and
     drives the derived streams (tests inject one to fast-forward time)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    previous: Settings | None = None
+    if generic_node_id(settings.node.id, explicit="id" in settings.node.model_fields_set):
+        log.warning(
+            "node id %r comes from a generic host name: two nodes with one id knock each other"
+            " off the broker; set [node] id",
+            settings.node.id,
+        )
+    trial: Trial | None = None
+    rollback: Rollback | None = None
     try:
         while True:
-            agent = Agent(settings, config_path=config_path, clock=clock)
-            outcome, exit_code = await _run_generation(agent, stop, trial=previous is not None)
+            agent = Agent(settings, config_path=config_path, rollback=rollback, clock=clock)
+            rollback = None
+            outcome, exit_code = await _run_generation(agent, stop, trial=trial)
             if outcome == "restart" and agent.restart_to is not None:
                 log.info("configuration changed: restarting components")
-                previous, settings = settings, agent.restart_to
+                trial = Trial(
+                    previous=settings,
+                    confirm_s=settings.mqtt.commands.confirm_s,
+                    changed=agent.restart_changed,
+                    route=agent.restart_route,
+                )
+                settings = agent.restart_to
                 continue
-            if outcome == "start_failed" and previous is not None and config_path is not None:
-                log.error("new configuration failed to start; rolling back to the previous one")
+            if outcome in ("start_failed", "unconfirmed") and trial and config_path is not None:
+                why = (
+                    "the new configuration failed to start"
+                    if outcome == "start_failed"
+                    else f"no birth published within {trial.confirm_s:.0f} s of the change"
+                )
+                log.error("%s; rolling back to the previous configuration", why)
                 restore_backup(config_path)
-                settings, previous = previous, None
+                rollback = Rollback(trial, outcome, why)
+                settings, trial = trial.previous, None
                 continue
             return exit_code
     finally:
@@ -420,18 +536,33 @@ async def run_agent(
             loop.remove_signal_handler(sig)
 
 
-async def _run_generation(agent: Agent, stop: asyncio.Event, *, trial: bool) -> tuple[str, int]:
-    """Enter, run and close one set of components: ("stop" | "restart" | "start_failed", code)."""
+async def _confirm(agent: Agent, deadline: float) -> None:
+    try:
+        async with asyncio.timeout_at(deadline):
+            await agent.birth_published.wait()
+    except TimeoutError:
+        raise _Unconfirmed from None
+    log.info("new configuration confirmed: the node reached the broker and published its birth")
+
+
+async def _run_generation(
+    agent: Agent, stop: asyncio.Event, *, trial: Trial | None
+) -> tuple[str, int]:
+    """Enter, run and close one set of components:
+    ("stop" | "restart" | "start_failed" | "unconfirmed", exit code)."""
     stack = contextlib.AsyncExitStack()
     exit_code = 0
     outcome = "stop"
     entering = True
+    # The probation starts with the generation: entering counts against it.
+    deadline = None if trial is None else asyncio.get_running_loop().time() + trial.confirm_s
     try:
         for component in agent.components:
             await stack.enter_async_context(_entered(component))
             if stop.is_set():
                 raise _StopRequested
         entering = False
+        await agent.announce_rollback()
         agent.notifier.ready(f"running {len(agent.components)} components")
         log.info("edge-agent %s running as node %s", __version__, agent.settings.node.id)
 
@@ -455,10 +586,14 @@ async def _run_generation(agent: Agent, stop: asyncio.Event, *, trial: bool) -> 
             for component in agent.components:
                 if isinstance(component, Runnable):
                     tg.create_task(component.run(), name=getattr(component, "name", "component"))
+            if deadline is not None:
+                tg.create_task(_confirm(agent, deadline), name="confirm")
     except* _StopRequested:
         pass
     except* _RestartRequested:
         outcome = "restart"
+    except* _Unconfirmed:
+        outcome = "unconfirmed"
     except* Exception as group:
         for exc in group.exceptions:
             if isinstance(exc, EdgeAgentError):
@@ -468,7 +603,7 @@ async def _run_generation(agent: Agent, stop: asyncio.Event, *, trial: bool) -> 
         # What stopped the start is the technician's to fix (config, files): 78 keeps systemd
         # from restarting into the same wall. Anything else a restart may cure: 1.
         exit_code = 78 if entering and all(_is_setup_error(e) for e in group.exceptions) else 1
-        if entering and trial:
+        if entering and trial is not None:
             outcome = "start_failed"
     finally:
         if outcome != "restart":

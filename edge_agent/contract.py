@@ -18,6 +18,9 @@ from typing import Any
 CONTRACT_VERSION = 1
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A reply topic names at most this many characters: enough for any request/response scheme,
+# short enough that a sender cannot make us publish to an absurd topic.
+REPLY_TOPIC_MAX = 256
 
 
 class Kind(enum.StrEnum):
@@ -125,6 +128,14 @@ class Topics:
 
     def reply(self, verb: str) -> str:
         return f"{self.base}/reply/{verb}"
+
+    def owns_reply_topic(self, topic: str) -> bool:
+        """True when `topic` may carry a reply: under this node's `reply/` subtree, every
+        level a valid one (no wildcards, no empty levels), at most `REPLY_TOPIC_MAX` long."""
+        head = f"{self.base}/reply/"
+        if len(topic) > REPLY_TOPIC_MAX or not topic.startswith(head):
+            return False
+        return all(valid_segment(level) for level in topic[len(head) :].split("/"))
 
 
 def utc_iso(ts: float) -> str:
@@ -246,11 +257,40 @@ def reading_data(
     return data
 
 
+AUDIT_EVENTS = frozenset(
+    {"command_rejected", "login_failed", "login_rate_limited", "config_set", "config_rollback"}
+)
+
+
+def audit_data(
+    *,
+    event: str,
+    code: str,
+    source: str | None,
+    detail: str,
+    count: int,
+    first: float,
+    last: float,
+) -> dict[str, Any]:
+    """The `data` of an `audit` event: `count` occurrences of one (event, code, source)
+    between `first` and `last` (epoch seconds, sent as RFC 3339)."""
+    if event not in AUDIT_EVENTS:
+        raise ContractError(f"audit event {event!r} is not one of {sorted(AUDIT_EVENTS)}")
+    return {
+        "event": event,
+        "code": code,
+        "source": source,
+        "detail": detail,
+        "count": count,
+        "first": utc_iso(first),
+        "last": utc_iso(last),
+    }
+
+
 # --- Batches: a backlog travels as many envelopes in one message on `data/batch`. ---
 
 BATCH_CONTENT_TYPE = "application/vnd.ioc.batch+json"
 BATCH_ZSTD_CONTENT_TYPE = "application/vnd.ioc.batch+json+zstd"
-ENVELOPE_CONTENT_TYPE = "application/vnd.ioc.envelope+json"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 

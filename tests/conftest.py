@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -278,3 +279,32 @@ def agent_process() -> Iterator[Callable[..., AgentProcess]]:
     yield start
     for child in reversed(started):
         child.stop(timeout_s=10)
+
+
+DYNSEC = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+
+
+def refusing_broker(broker: Broker, *denied: tuple[str, str]) -> None:
+    """Restart `broker` with mosquitto's dynamic-security plugin denying `(acltype, topic)`
+    to anonymous clients. (Its acl_file only filters deliveries and grants every SUBACK.)"""
+    if not DYNSEC.exists():
+        pytest.fail(f"{DYNSEC} missing: it ships with Debian's mosquitto package")
+    acls = [
+        {"acltype": kind, "topic": topic, "priority": 0, "allow": False} for kind, topic in denied
+    ]
+    config = {
+        "defaultACLAccess": {
+            "publishClientSend": True,
+            "publishClientReceive": True,
+            "subscribe": True,
+            "unsubscribe": True,
+        },
+        "clients": [],
+        "groups": [{"groupname": "anonymous", "roles": [{"rolename": "node"}]}],
+        "anonymousGroup": "anonymous",
+        "roles": [{"rolename": "node", "acls": acls}],
+    }
+    path = broker.directory / "dynamic-security.json"
+    path.write_text(json.dumps(config))
+    broker.extra_config = f"plugin {DYNSEC}\nplugin_opt_config_file {path}"
+    broker.restart()

@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker, agent_command, agent_env, free_port, require_binary
+from tests.conftest import (
+    Broker,
+    agent_command,
+    agent_env,
+    free_port,
+    refusing_broker,
+    require_binary,
+)
 from tests.inference.conftest import media_dir, model_dir  # noqa: F401  (fixtures)
 from tests.sync.pki import Authority, mtls_broker_config
 from tests.sync.test_tls_acl import documented_acl
@@ -129,8 +136,7 @@ def test_all_ok_against_a_tls_broker_with_the_documented_acl(
     assert statuses.pop("clock") == [
         ("WARN" if expected_clock_code() != "clock_ok" else "OK", expected_clock_code())
     ]
-    # Link.subscribe does not await the SUBACK yet (see test_command_subscription_granted).
-    assert statuses.pop("commands") == [("WARN", "commands_unconfirmed")]
+    assert statuses.pop("commands") == [("OK", "commands_ok")]
     assert statuses == {
         "config": [("OK", "config_ok")],
         "node": [("OK", "node_ok")],
@@ -151,26 +157,17 @@ def test_all_ok_against_a_tls_broker_with_the_documented_acl(
     assert only(found, "camera:gate")["params"]["width"] == "768"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs Link.subscribe to await the SUBACK (issue 15, being changed)"
-)
 def test_command_subscription_granted(node: Node, tls_broker: Broker, ca: Authority) -> None:
     node.broker(tls_broker, ca)
     rc, found = doctor(node)
     assert (only(found, "commands")["status"], rc) == ("OK", 0)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs Link.subscribe to await the SUBACK (issue 15, being changed)"
-)
-def test_refused_command_subscription_fails(
-    node: Node, broker: Broker, ca: Authority, tmp_path: Path
-) -> None:
-    acl = tmp_path / "no-commands.acl"
-    acl.write_text(documented_acl().replace("pattern read ioc/v1/+/%u/cmd/#", ""))
-    broker.extra_config = mtls_broker_config(ca, acl)
-    broker.restart()
-    node.broker(broker, ca)
+def test_refused_command_subscription_fails(node: Node, broker: Broker) -> None:
+    # mosquitto's acl_file grants every SUBACK and only filters deliveries; its
+    # dynamic-security plugin refuses in the SUBACK, which is what the doctor reads.
+    refusing_broker(broker, ("subscribePattern", "ioc/v1/+/+/cmd/+"))
+    node.broker(broker)
     rc, found = doctor(node)
     assert only(found, "auth")["status"] == "OK"
     assert_fails(rc, found, "commands", "commands_refused")

@@ -1,5 +1,6 @@
 """Changing the configuration file remotely: validate with the same models, write atomically,
-keep a backup to roll back to."""
+keep a backup to roll back to, and keep the technician's comments and layout (the file is
+edited as a TOML document with tomlkit, not parsed and rewritten)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import tomli_w
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
 
 from edge_agent.config.loader import load_settings, read_toml
 from edge_agent.config.settings import Settings
@@ -19,15 +21,21 @@ def backup_path(path: Path) -> Path:
     return path.with_name(path.name + ".bak")
 
 
-def _apply(data: dict[str, Any], dotted: str, value: Any) -> None:
+def _apply(doc: Any, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     if not all(keys):
-        raise ValueError(f"{dotted!r} is not a dotted key")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
+        raise ConfigError([f"{dotted}: not a dotted key"])
+    node = doc
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            if value is None:
+                return  # removing a key under a table that is not there: nothing to do
+            child = tomlkit.table()
+            node[key] = child
         if not isinstance(child, dict):
-            raise ValueError(f"{dotted}: {key} is not a table")
+            where = ".".join(keys[: depth + 1])
+            raise ConfigError([f"{dotted}: {where} is not a table"])
         node = child
     if value is None:
         node.pop(keys[-1], None)  # null removes the key: back to its default
@@ -38,23 +46,27 @@ def _apply(data: dict[str, Any], dotted: str, value: Any) -> None:
 def edit_config(path: Path, changes: dict[str, Any]) -> Settings:
     """Apply `{dotted.key: value}` to the TOML file at `path` and return the new settings.
 
-    Nothing is written unless the result validates; the old file is kept as `*.bak`.
-    Comments of the original file survive only in the backup. Raises ValueError."""
-    data = read_toml(path)
-    for dotted, value in changes.items():
-        _apply(data, dotted, value)
+    Nothing is written unless the result validates; the old file is kept as `*.bak`, and
+    comments and layout of the file are kept. Raises `ConfigError` naming the key (also for
+    a file that cannot be read or parsed)."""
+    read_toml(path)  # a missing, unreadable or broken file is said as the loader says it
     try:
-        text = tomli_w.dumps(data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"cannot write these values as TOML: {exc}") from None
+        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        for dotted, value in changes.items():
+            _apply(doc, dotted, value)
+        text = tomlkit.dumps(doc)
+    except (TOMLKitError, TypeError, ValueError, OSError) as exc:
+        raise ConfigError([f"config: cannot write these values as TOML: {exc} ({path})"]) from None
     candidate = path.with_name(path.name + ".new")
-    candidate.write_text(text, encoding="utf-8")
     try:
+        candidate.write_text(text, encoding="utf-8")
         settings = load_settings(candidate)
     except ConfigError as exc:
         candidate.unlink(missing_ok=True)
-        problems = [p.replace(str(candidate), str(path)) for p in exc.problems]
-        raise ValueError("; ".join(problems)) from None
+        raise ConfigError([p.replace(str(candidate), str(path)) for p in exc.problems]) from None
+    except OSError as exc:
+        candidate.unlink(missing_ok=True)
+        raise ConfigError([f"config: cannot write {candidate}: {exc.strerror}"]) from None
     shutil.copy2(path, backup_path(path))
     with open(candidate, "rb") as handle:
         os.fsync(handle.fileno())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from edge_agent.config.base import Section
 
@@ -57,6 +58,13 @@ class CommandAuthConfig(Section):
         gt=0,
         description="Commands valid for longer than this (expires - issued) are rejected.",
     )
+    confirm_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="After a config.set, the node must reach the broker and publish its birth"
+        " within this many seconds, or it puts the previous file and settings back.",
+    )
 
 
 class MqttConfig(Section):
@@ -94,6 +102,14 @@ class MqttConfig(Section):
     )
     backoff_max_s: float = Field(
         default=60.0, gt=0, description="Cap of the jittered exponential retry delay."
+    )
+    probe_interval_s: float = Field(
+        default=1.5,
+        ge=0,
+        le=60,
+        description="While the broker cannot be reached, a TCP connect probes it about this"
+        " often (jittered), so the link is back within seconds of its return; 0 = only the"
+        " backoff.",
     )
     username: str | None = Field(default=None, description="Username, when not using mTLS.")
     password: SecretStr | None = Field(
@@ -136,8 +152,33 @@ class MqttConfig(Section):
         default_factory=CommandAuthConfig, description="Remote commands from the IOC."
     )
 
+    @field_validator("batch_min_events")
+    @classmethod
+    def _batch_bounds(cls, value: int, info: ValidationInfo) -> int:
+        batch_max = info.data.get("batch_max_events")
+        if isinstance(batch_max, int) and batch_max > 1 and batch_max < value:
+            raise ValueError(
+                f"must be at most batch_max_events ({batch_max}), or a backlog could never"
+                " go out as batches (batch_max_events = 1 turns batching off)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttConfig:
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s must be at least backoff_min_s")
         return self
+
+
+# Host names that images and installers ship with: two nodes left on one of them share a
+# client id and knock each other off the broker.
+_GENERIC_HOST = re.compile(
+    r"^(localhost|debian|ubuntu|raspberrypi|raspberry|orangepi|armbian|dietpi|vm|node|host"
+    r"|server|edge|device|default|test|pi)[-_.]?\d*$",
+    re.IGNORECASE,
+)
+
+
+def generic_node_id(node_id: str, *, explicit: bool) -> bool:
+    """True when the node id came from the host name and looks like an image's default."""
+    return not explicit and bool(_GENERIC_HOST.match(node_id))

@@ -16,25 +16,20 @@ from edge_agent.contract import Topics
 from edge_agent.doctor.findings import Finding, Status, finding
 from edge_agent.doctor.local import utc
 from edge_agent.errors import SyncError
-from edge_agent.sync.component import link_options
-from edge_agent.sync.link import Link, LinkOptions, tls_context
+from edge_agent.sync.link import Link
+from edge_agent.sync.values import LinkOptions, Refused, link_options, tls_context
 
 
 async def broker_session(options: LinkOptions, command_filter: str) -> bool | None:
     """Connect as the node does, subscribe to its command filter and disconnect: True when
-    the broker granted the subscription, False when it refused it, None when the link cannot
-    tell. Raises SyncError when the connection fails.
-
-    The doctor's only use of Link. Link.subscribe returns before the SUBACK today, so the
-    answer is None; once it awaits the SUBACK (raising SyncError on a refusal) this becomes
-    `async with Link(options) as link:` and True, or False on that SyncError."""
-    link = Link(options)
-    try:
-        await link.connect()
-        await link.subscribe(command_filter, qos=1)
-    finally:
-        await link.disconnect()
-    return None
+    the broker granted the subscription (its SUBACK), False when it refused it. Raises
+    SyncError when the connection itself fails. The doctor's only use of Link."""
+    async with Link(options) as link:
+        try:
+            await link.subscribe(command_filter, qos=1)
+        except Refused:
+            return False
+    return True
 
 
 def _is_local(host: str) -> bool:

@@ -115,21 +115,15 @@ async def _send(args: argparse.Namespace, topic: str, reply_topic: str, payload:
     from edge_agent.sync.link import Link, LinkOptions, Message
 
     replies: asyncio.Queue[Message] = asyncio.Queue()
-    link = Link(
-        LinkOptions(args.host, args.port, client_id=f"ioc-sign-{secrets.token_hex(4)}"),
-        on_message=replies.put_nowait,
-    )
-    await link.connect()
-    try:
+    options = LinkOptions(args.host, args.port, client_id=f"ioc-sign-{secrets.token_hex(4)}")
+    async with Link(options, on_message=replies.put_nowait) as link:
         await link.subscribe(reply_topic)
-        await link.publish_wait(topic, payload)
+        await link.publish(topic, payload)
         async with asyncio.timeout(args.timeout):
             while True:
                 message = await replies.get()
                 if json.loads(message.payload).get("id") == json.loads(payload)["id"]:
                     return message.payload.decode()
-    finally:
-        await link.disconnect()
 
 
 def cmd_receive(args: argparse.Namespace) -> int:

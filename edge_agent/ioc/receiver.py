@@ -14,7 +14,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from edge_agent.backoff import Backoff
 from edge_agent.contract import ContractError, decode_data
+from edge_agent.errors import SyncError
 from edge_agent.sync.link import Link, LinkOptions, Message
 
 log = logging.getLogger(__name__)
@@ -119,17 +121,16 @@ def subscriptions(prefix: str) -> list[str]:
 
 async def receive(options: LinkOptions, receiver: Receiver, *, prefix: str) -> None:
     """Receive until cancelled, reconnecting after a lost link."""
+    retry = Backoff(1.0, 30.0)
     while True:
-        link = Link(options, on_message=receiver.handle)
         try:
-            await link.connect()
-            for topic_filter in subscriptions(prefix):
-                await link.subscribe(topic_filter, qos=1)
-            log.info("receiving from %s:%d", options.host, options.port)
-            reason = await link.closed
-            log.warning("link lost: %s", reason)
-        except Exception as exc:
+            async with Link(options, on_message=receiver.handle) as link:
+                for topic_filter in subscriptions(prefix):
+                    await link.subscribe(topic_filter, qos=1)
+                log.info("receiving from %s:%d", options.host, options.port)
+                retry.reset()
+                closed = await link.closed
+            log.warning("link lost: %s", closed.reason)
+        except SyncError as exc:
             log.warning("cannot receive: %s", exc)
-        finally:
-            await link.disconnect()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(retry.next())

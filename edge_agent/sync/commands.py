@@ -1,7 +1,9 @@
 """Remote commands from the IOC: checked end to end, answered on `reply/{verb}`.
 
-Every reject gets a reply saying why and one log line; nothing a sender can put in a
-command payload raises out of `CommandProcessor.handle`.
+Two steps. `screen()` runs in the link's message callback and does every cheap check (size,
+retained, UTF-8, JSON, fields, signature, node, times), so a flood of junk costs little and
+valid commands can be served ahead of it. `execute()` runs a screened command (replay
+check, then the verb). Nothing a sender can put in a message raises out of either.
 """
 
 from __future__ import annotations
@@ -9,33 +11,60 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge_agent.contract import CONTRACT_VERSION, ContractError, dumps, parse_iso, utc_iso
-from edge_agent.errors import CameraError
+from edge_agent.contract import (
+    CONTRACT_VERSION,
+    ContractError,
+    Topics,
+    dumps,
+    parse_iso,
+    utc_iso,
+)
+from edge_agent.errors import CameraError, ConfigError
 from edge_agent.sync.link import Message
 from edge_agent.sync.signing import Verifier
 
 log = logging.getLogger(__name__)
 
 VERBS = ("ping", "status", "config.get", "config.set", "snapshot", "outbox.stats")
+CORRELATION_MAX = 1024
+# An MQTT 5 user property a broker (or the IOC's bridge) may set to name the sender.
+SOURCE_PROPERTY = "client_id"
+_SOURCE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+@dataclass(frozen=True)
+class ReplyRoute:
+    """Where the answers to one command go: a topic checked against the contract."""
+
+    topic: str
+    verb: str
+    command_id: str | None = None
+    correlation_data: bytes | None = None
 
 
 @dataclass(frozen=True)
 class Applied:
-    """The result of `config.set`: `then` runs after the reply went out (the restart)."""
+    """The result of `config.set`: `then(route)` runs after the reply went out (the
+    restart), with the route a later answer (a rollback) should take."""
 
     result: dict[str, Any]
-    then: Callable[[], None] | None = None
+    then: Callable[[ReplyRoute], None] | None = None
 
 
 class CommandHandlers(Protocol):
-    """What the commands act on; app.py provides the real implementation."""
+    """What the commands act on; app.py provides the real implementation.
+
+    `config_set` raises `ConfigError` (or ValueError) for changes it refuses; `snapshot`
+    raises LookupError for an unknown camera, `CameraError` for one without a frame."""
 
     def status(self) -> dict[str, Any]: ...
     def config_get(self) -> dict[str, Any]: ...
@@ -45,18 +74,74 @@ class CommandHandlers(Protocol):
 
 
 class Rejected(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    """Why a command is refused; `signed` once its signature verified (the IOC sent it)."""
+
+    def __init__(self, code: str, message: str, *, signed: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.signed = signed
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A message after the cheap checks: a command to execute, or why it was refused."""
+
+    route: ReplyRoute
+    source: str | None
+    command: dict[str, Any] | None = None
+    rejected: Rejected | None = None
+
+    @property
+    def signed(self) -> bool:
+        """Signed by a key we trust (accepted, or refused for a reason after the signature):
+        such a message is the IOC's and is served ahead of anything unsigned."""
+        return self.command is not None or (self.rejected is not None and self.rejected.signed)
 
 
 @dataclass(frozen=True)
 class Reply:
-    verb: str
+    route: ReplyRoute
     payload: bytes
-    response_topic: str | None
-    correlation_data: bytes | None
-    then: Callable[[], None] | None = None
+    code: str | None = None  # None when ok
+    message: str = ""
+    then: Callable[[ReplyRoute], None] | None = None
+
+
+def reply_payload(
+    *,
+    node: str,
+    route: ReplyRoute,
+    result: Any = None,
+    error: tuple[str, str] | None = None,
+) -> bytes:
+    """The `reply` JSON for a command: `result` when ok, else `error` (code, message)."""
+    body: dict[str, Any] = {
+        "v": CONTRACT_VERSION,
+        "id": route.command_id,
+        "node": node,
+        "verb": route.verb,
+        "ts": utc_iso(time.time()),
+    }
+    if error is None:
+        body.update(ok=True, result=result)
+    else:
+        body.update(ok=False, error={"code": error[0], "message": error[1]})
+    try:
+        return dumps(body)
+    except (ContractError, UnicodeEncodeError):
+        # A message quoting what the sender sent (a lone surrogate) must still be sent.
+        return json.dumps(body, ensure_ascii=True, allow_nan=False, default=str).encode()
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (the contract allows no NaN or infinity)")
 
 
 class ReplayGuard:
@@ -88,7 +173,7 @@ class ReplayGuard:
         return True
 
 
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
+_REQUIRED: dict[str, type] = {
     "v": int,
     "id": str,
     "node": str,
@@ -96,8 +181,6 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "args": dict,
     "issued_at": str,
     "expires_at": str,
-    "alg": str,
-    "sig": str,
 }
 
 
@@ -105,23 +188,23 @@ class CommandProcessor:
     def __init__(
         self,
         *,
-        node: str,
+        topics: Topics,
         handlers: CommandHandlers,
         verifier: Verifier,
         max_payload_bytes: int,
         clock_skew_s: float,
         max_ttl_s: float,
         replay: ReplayGuard,
-        on_reject: Callable[[str], None] | None = None,
     ) -> None:
-        self.node = node
+        self.topics = topics
+        self.node = topics.node
         self.handlers = handlers
         self.verifier = verifier
         self.max_payload_bytes = max_payload_bytes
         self.clock_skew_s = clock_skew_s
         self.max_ttl_s = max_ttl_s
         self.replay = replay
-        self.on_reject = on_reject
+        self._cmd_prefix = f"{topics.base}/cmd/"
         self._dispatch: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
             "status": self._status,
@@ -131,43 +214,52 @@ class CommandProcessor:
             "outbox.stats": self._outbox_stats,
         }
 
-    async def handle(self, message: Message) -> Reply:
-        topic_verb = message.topic.rsplit("/", 1)[-1]
-        command_id: str | None = None
-        then: Callable[[], None] | None = None
-        try:
-            command = self._check(message, topic_verb)
-            command_id = command["id"]
-            result = await self._dispatch[command["verb"]](command["args"])
-            if isinstance(result, Applied):
-                then = result.then
-                result = result.result
-            body: dict[str, Any] = {"ok": True, "result": result}
-        except Rejected as exc:
-            if self.on_reject is not None:
-                self.on_reject(exc.code)
-            log.warning("command on %s rejected (%s): %s", message.topic, exc.code, exc)
-            body = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
-        except Exception as exc:  # a handler failure is answered, never fatal
-            log.exception("command %s failed", topic_verb)
-            body = {"ok": False, "error": {"code": "failed", "message": str(exc)}}
-        reply = {
-            "v": CONTRACT_VERSION,
-            "id": command_id,
-            "node": self.node,
-            "verb": topic_verb,
-            "ts": utc_iso(time.time()),
-            **body,
-        }
-        return Reply(
-            verb=topic_verb if topic_verb in VERBS else "invalid",
-            payload=dumps(reply),
-            response_topic=message.response_topic,
-            correlation_data=message.correlation_data,
-            then=then,
-        )
+    # -- step 1, in the message callback ------------------------------------------------
 
-    def _check(self, message: Message, topic_verb: str) -> dict[str, Any]:
+    def screen(self, message: Message) -> Screened:
+        """Every check that needs no I/O; never raises."""
+        route = self._route(message)
+        source = self._source(message)
+        try:
+            topic_verb = message.topic.removeprefix(self._cmd_prefix)
+            command = self._verified(message, topic_verb)
+        except Rejected as exc:
+            return Screened(route, source, rejected=exc)
+        except Exception as exc:  # a check we did not think of: refused, never raised
+            log.exception("command check failed on %s", route.topic)
+            return Screened(route, source, rejected=Rejected("failed", f"check failed: {exc}"))
+        # Signed from here on: the id is echoed, and what is refused now the IOC sent.
+        route = ReplyRoute(route.topic, route.verb, command["id"], route.correlation_data)
+        try:
+            self._check_signed(command, message, route)
+        except Rejected as exc:
+            exc.signed = True
+            return Screened(route, source, rejected=exc)
+        return Screened(route, source, command=command)
+
+    def _route(self, message: Message) -> ReplyRoute:
+        verb = message.topic[len(self._cmd_prefix) :]
+        if not message.topic.startswith(self._cmd_prefix) or verb not in VERBS:
+            verb = "invalid"
+        topic = self.topics.reply(verb)
+        if message.response_topic is not None and self.topics.owns_reply_topic(
+            message.response_topic
+        ):
+            topic = message.response_topic
+        correlation = message.correlation_data
+        if correlation is not None and len(correlation) > CORRELATION_MAX:
+            correlation = None
+        return ReplyRoute(topic, verb, None, correlation)
+
+    @staticmethod
+    def _source(message: Message) -> str | None:
+        for key, value in message.user_properties:
+            if key == SOURCE_PROPERTY and _SOURCE.match(value):
+                return value
+        return None
+
+    def _verified(self, message: Message, verb: str) -> dict[str, Any]:
+        """The command, once it parses and its signature verifies."""
         if len(message.payload) > self.max_payload_bytes:
             raise Rejected(
                 "too_large", f"{len(message.payload)} bytes > cap {self.max_payload_bytes}"
@@ -175,32 +267,50 @@ class CommandProcessor:
         if message.retain:
             raise Rejected("retained", "retained commands are refused (they would replay)")
         try:
-            command = json.loads(message.payload.decode("utf-8"))
+            text = message.payload.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise Rejected("bad_utf8", f"payload is not UTF-8: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise Rejected("bad_json", f"payload is not JSON: {exc}") from None
+        try:
+            command = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        except RecursionError:
+            raise Rejected("bad_json", "payload is nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, NaN/Infinity, a number too long
+            raise Rejected("bad_json", f"payload is not contract JSON: {exc}") from None
         if not isinstance(command, dict):
             raise Rejected("bad_schema", "a command is a JSON object")
         for key, kind in _REQUIRED.items():
-            if not isinstance(command.get(key), kind) or isinstance(command.get(key), bool):
+            value = command.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
                 raise Rejected("bad_schema", f"field {key!r} is missing or of the wrong type")
         if command["v"] != CONTRACT_VERSION:
             raise Rejected("bad_version", f"contract version {command['v']} is not supported")
-        if command["verb"] != topic_verb:
+        if command["verb"] != verb:
             raise Rejected("bad_schema", "verb differs from the topic")
         if command["verb"] not in self._dispatch:
-            raise Rejected("unknown_verb", f"unknown verb {command['verb']!r}")
+            raise Rejected("unknown_verb", f"unknown verb {command['verb'][:64]!r}")
         if not self.verifier.configured:
             raise Rejected("no_keys", "no command keys are configured on this node")
+        if not isinstance(command.get("alg"), str) or not isinstance(command.get("sig"), str):
+            raise Rejected("bad_signature", "the command is not signed (alg and sig)")
         if not self.verifier.verify(command):
             raise Rejected("bad_signature", "signature does not verify")
+        return command
+
+    def _check_signed(self, command: dict[str, Any], message: Message, route: ReplyRoute) -> None:
+        if message.response_topic is not None and route.topic != message.response_topic:
+            raise Rejected(
+                "bad_response_topic",
+                f"response topic {message.response_topic[:100]!r} is not under"
+                f" {self.topics.base}/reply/ (or has wildcards or empty levels)",
+            )
+        if message.correlation_data is not None and route.correlation_data is None:
+            raise Rejected("bad_schema", f"correlation data over {CORRELATION_MAX} bytes")
         if command["node"] != self.node:
-            raise Rejected("wrong_node", f"command is for node {command['node']!r}")
+            raise Rejected("wrong_node", f"command is for node {command['node'][:64]!r}")
         try:
             issued = parse_iso(command["issued_at"])
             expires = parse_iso(command["expires_at"])
-        except (ValueError, ContractError):
+        except (ValueError, OverflowError, ContractError):
             raise Rejected("bad_schema", "issued_at/expires_at are not RFC 3339 times") from None
         now = time.time()
         if issued > now + self.clock_skew_s:
@@ -209,9 +319,40 @@ class CommandProcessor:
             raise Rejected("expired", f"expired at {command['expires_at']}")
         if expires - issued > self.max_ttl_s:
             raise Rejected("ttl_too_long", f"valid for more than {self.max_ttl_s:.0f} s")
-        if not self.replay.check_and_add(command["id"], expires + self.clock_skew_s):
-            raise Rejected("replayed", f"command id {command['id']} was already seen")
-        return command
+
+    # -- step 2, in the command task ----------------------------------------------------
+
+    def refusal(self, screened: Screened) -> Reply:
+        """The answer to a screened message that was refused."""
+        assert screened.rejected is not None
+        error = (screened.rejected.code, str(screened.rejected))
+        payload = reply_payload(node=self.node, route=screened.route, error=error)
+        return Reply(screened.route, payload, code=error[0], message=error[1])
+
+    async def execute(self, screened: Screened) -> Reply:
+        """Run a screened command; every outcome is a reply, nothing raises."""
+        command = screened.command
+        if command is None:
+            return self.refusal(screened)
+        route = screened.route
+        then: Callable[[ReplyRoute], None] | None = None
+        try:
+            keep_until = parse_iso(command["expires_at"]) + self.clock_skew_s
+            if not self.replay.check_and_add(command["id"], keep_until):
+                raise Rejected("replayed", f"command id {command['id']} was already seen")
+            result = await self._dispatch[command["verb"]](command["args"])
+            if isinstance(result, Applied):
+                then = result.then
+                result = result.result
+            payload = reply_payload(node=self.node, route=route, result=result)
+        except Rejected as exc:
+            return self.refusal(Screened(route, screened.source, rejected=exc))
+        except Exception as exc:  # a handler failure is answered, never fatal
+            log.exception("command %s failed", route.verb)
+            error = ("failed", str(exc))
+            payload = reply_payload(node=self.node, route=route, error=error)
+            return Reply(route, payload, code="failed", message=error[1])
+        return Reply(route, payload, then=then)
 
     async def _ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"pong": True, "time": utc_iso(time.time())}
@@ -228,7 +369,7 @@ class CommandProcessor:
             raise Rejected("bad_args", "config.set needs args.changes: {dotted.key: value}")
         try:
             return await self.handlers.config_set(changes)
-        except ValueError as exc:
+        except (ConfigError, ValueError) as exc:
             raise Rejected("invalid_config", str(exc)) from None
 
     async def _snapshot(self, args: dict[str, Any]) -> dict[str, Any]:

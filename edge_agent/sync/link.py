@@ -3,23 +3,21 @@
 Why not aiomqtt: its cost per publish grows with the number of pending publishes and it
 wraps every publish in a future and a task; measured on loopback it drains at about a third
 of paho's rate. paho exposes socket callbacks for an external event loop, so we register the
-socket with asyncio ourselves and keep paho's packet code (the pattern of aiomqtt itself,
-without the per-publish overhead). Every connection gets a fresh paho client: the outbox,
-not paho's memory, is our session state.
+socket with asyncio ourselves and keep paho's packet code. The shape is aiomqtt's: a `Link`
+is an async context manager (connect on enter, disconnect on exit), `subscribe()` returns
+after the SUBACK, and every QoS 1 `publish()` returns one future that its PUBACK resolves.
+Every connection gets a fresh paho client: the outbox, not paho's memory, is our session state.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, NoReturn
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -29,75 +27,66 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.errors import SyncError
+from edge_agent.sync.adapter import LoopSocket
+from edge_agent.sync.values import (
+    DISCONNECT_WITH_WILL,
+    SESSION_TAKEN_OVER,
+    Closed,
+    LinkLost,
+    LinkOptions,
+    Message,
+    Refused,
+    Unreachable,
+    Will,
+    tls_context,
+)
 
 log = logging.getLogger(__name__)
 
-AckCallback = Callable[[int, bool], None]
-
-
-@dataclass(frozen=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass(frozen=True)
-class LinkOptions:
-    """Everything one connection attempt needs; TLS files are read at every attempt."""
-
-    host: str
-    port: int
-    client_id: str
-    protocol: str = "5"
-    keepalive_s: int = 30
-    session_expiry_s: int = 86400
-    connect_timeout_s: float = 10.0
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    max_inflight: int = 20
-
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    payload: bytes
-    retain: bool
-    qos: int
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-    user_properties: dict[str, str] = field(default_factory=dict)
-
-
-def tls_context(options: LinkOptions) -> ssl.SSLContext:
-    """A fresh context: certificate files are read now, so rotated files are picked up."""
-    try:
-        context = ssl.create_default_context(
-            cafile=str(options.ca_file) if options.ca_file else None
-        )
-        if options.cert_file is not None and options.key_file is not None:
-            context.load_cert_chain(str(options.cert_file), str(options.key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise SyncError(f"cannot load TLS files for the broker link: {exc}") from exc
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+__all__ = [
+    "SESSION_TAKEN_OVER",
+    "Closed",
+    "Link",
+    "LinkLost",
+    "LinkOptions",
+    "Message",
+    "Refused",
+    "Unreachable",
+    "Will",
+]
 
 
 def _properties(packet_type: int) -> Any:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
 
 
-def _reason_failed(reason: Any) -> bool:
-    return isinstance(reason, ReasonCode) and reason.is_failure
+def _failure(reason: Any) -> tuple[int, str] | None:
+    """(code, name) of a reason code >= 0x80, else None."""
+    if isinstance(reason, ReasonCode) and reason.is_failure:
+        return int(reason.value), str(reason)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        (item[0], item[1])
+        for item in value
+        if isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], str)
+    )
 
 
 class Link:
-    """A connected MQTT client. `closed` resolves with the reason once the link is gone."""
+    """One MQTT connection: `async with Link(options) as link:`. `closed` resolves (with a
+    `Closed`) once it is gone; every request pending then fails with `LinkLost`."""
 
     def __init__(
         self,
@@ -105,25 +94,27 @@ class Link:
         *,
         will: Will | None = None,
         on_message: Callable[[Message], None] | None = None,
-        on_ack: AckCallback | None = None,
     ) -> None:
         self.options = options
         self.will = will
         self._on_message = on_message
-        self._on_ack = on_ack
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._connected: asyncio.Future[None] = self._loop.create_future()
-        self.closed: asyncio.Future[str] = self._loop.create_future()
-        self._waiters: dict[int, asyncio.Future[None]] = {}
-        self._sock: Any = None
-        self._fd = -1
+        self._connected: asyncio.Future[bool] = self._loop.create_future()
+        self.closed: asyncio.Future[Closed] = self._loop.create_future()
+        # One future per awaited request, resolved only by the paho callback for its mid.
+        self._pubacks: dict[int, asyncio.Future[None]] = {}
+        self._subacks: dict[int, asyncio.Future[int]] = {}
         self._last_error = ""
-        self._misc: asyncio.Task[None] | None = None
-        self._last_rx = time.monotonic()
-        self.pending = 0
+        self._misc: asyncio.TimerHandle | None = None
+        self._connected_at: float | None = None
+        self.session_present = False
+        self.callback_errors = 0
+        self.dropped_messages = 0
         self.v5 = options.protocol == "5"
         self._client = self._make_client()
+        self._socket = LoopSocket(
+            self._client, self._loop, on_failure=self._close, abandoned=self.closed.done
+        )
 
     def _make_client(self) -> mqtt.Client:
         o = self.options
@@ -148,82 +139,28 @@ class Link:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
         client.on_message = self._handle_message
-        client.on_socket_open = self._threadsafe(self._socket_open)
-        client.on_socket_close = self._threadsafe(self._socket_close)
-        client.on_socket_register_write = self._threadsafe(self._register_write)
-        client.on_socket_unregister_write = self._threadsafe(self._unregister_write)
         return client
 
-    def _threadsafe(self, func: Callable[[Any, Any, Any], None]) -> Callable[[Any, Any, Any], None]:
-        # connect() runs in a worker thread (DNS, TCP and the TLS handshake block), so the
-        # socket callbacks it triggers are handed to the loop thread.
-        def call(client: Any, userdata: Any, sock: Any) -> None:
-            if threading.get_ident() == self._loop_thread:
-                func(client, userdata, sock)
-            else:
-                try:
-                    self._loop.call_soon_threadsafe(func, client, userdata, sock)
-                except RuntimeError:
-                    # A client collected (paho's __del__ closes its socket) by the garbage
-                    # collector on some other thread after its loop closed: nobody to tell.
-                    if not self._loop.is_closed():
-                        raise
-
-        return call
-
-    # -- socket plumbing --------------------------------------------------------------
-
-    def _socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+    def _housekeeping(self) -> None:
+        """paho's keepalive (PINGREQ, ping timeout) and our dead-link rule, on a timer."""
+        self._misc = None
         if self.closed.done():
-            # connect() finished in its thread after we gave up on it (timeout, cancel)
-            with contextlib.suppress(OSError):
-                sock.close()
             return
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._loop.add_reader(self._fd, self._readable)
+        rc = self._client.loop_misc()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            # NO_CONN: paho closed the socket; CONN_LOST: no PINGRESP in time.
+            self._close(f"keepalive failed: {mqtt.error_string(rc)}")
+            return
+        silent = time.monotonic() - self._socket.last_rx
+        if silent > 1.5 * self.options.keepalive_s:
+            self._close(f"no packet from the broker for {silent:.0f} s (dead link)")
+            return
+        self._misc = self._loop.call_later(self._misc_period(), self._housekeeping)
 
-    def _forget_socket(self) -> None:
-        # By fd: paho may have closed the socket object already (fileno() is then -1).
-        if self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
-        self._fd = -1
-        self._sock = None
-
-    def _socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
-        if sock is self._sock:
-            self._forget_socket()
-
-    def _register_write(self, client: Any, userdata: Any, sock: Any) -> None:
-        if sock is self._sock and self._fd >= 0:
-            self._loop.add_writer(self._fd, self._writable)
-
-    def _unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
-        if sock is self._sock and self._fd >= 0:
-            self._loop.remove_writer(self._fd)
-
-    def _readable(self) -> None:
-        self._last_rx = time.monotonic()
-        rc = self._client.loop_read(max_packets=64)
-        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-            self._close(f"read failed: {mqtt.error_string(rc)}")
-
-    def _writable(self) -> None:
-        rc = self._client.loop_write()
-        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-            self._close(f"write failed: {mqtt.error_string(rc)}")
-
-    async def _housekeeping(self) -> None:
-        period = max(0.25, self.options.keepalive_s / 10)
-        dead_after = 1.5 * self.options.keepalive_s
-        while not self.closed.done():
-            await asyncio.sleep(period)
-            self._client.loop_misc()
-            silent = time.monotonic() - self._last_rx
-            if silent > dead_after and not self.closed.done():
-                self._close(f"no packet from the broker for {silent:.0f} s (dead link)")
+    def _misc_period(self) -> float:
+        return max(0.25, self.options.keepalive_s / 10)
 
     # -- paho callbacks (all on the loop thread once connected) -------------------------
 
@@ -232,14 +169,16 @@ class Link:
     ) -> None:
         if self._connected.done():
             return
-        if _reason_failed(reason):
-            self._connected.set_exception(SyncError(f"broker refused the connection: {reason}"))
-        else:
-            # paho formats a log line per packet while a log callback is set; once the
-            # handshake is done the per-packet cost is not worth it (a tenth of the rate).
-            if not log.isEnabledFor(logging.DEBUG):
-                client.on_log = None
-            self._connected.set_result(None)
+        failure = _failure(reason)
+        if failure is not None:
+            self._connected.set_exception(Refused("the connection", *failure))
+            return
+        # paho formats a log line per packet while a log callback is set; once the
+        # handshake is done the per-packet cost is not worth it (a tenth of the rate).
+        if not log.isEnabledFor(logging.DEBUG):
+            client.on_log = None
+        self._connected_at = time.monotonic()
+        self._connected.set_result(bool(getattr(flags, "session_present", False)))
 
     def _handle_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
         if level == mqtt.MQTT_LOG_ERR:
@@ -249,51 +188,76 @@ class Link:
     def _handle_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        code = None
+        if getattr(flags, "is_disconnect_packet_from_server", False) and isinstance(
+            reason, ReasonCode
+        ):
+            code = int(reason.value)
         detail = f" ({self._last_error})" if self._last_error else ""
-        self._close(f"disconnected: {reason}{detail}")
+        self._close(f"disconnected: {reason}{detail}", code=code)
 
     def _handle_publish(
         self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any
     ) -> None:
-        ok = not _reason_failed(reason)
-        self.pending -= 1
-        waiter = self._waiters.pop(mid, None)
-        if waiter is not None:
-            if not waiter.done():
-                if ok:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(SyncError(f"broker rejected publish: {reason}"))
-        elif self._on_ack is not None:
-            self._on_ack(mid, ok)
+        future = self._pubacks.pop(mid, None)
+        if future is None or future.done():
+            return
+        failure = _failure(reason)
+        if failure is None:
+            future.set_result(None)
+        else:
+            future.set_exception(Refused("a publish", *failure))
+
+    def _handle_subscribe(
+        self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        future = self._subacks.pop(mid, None)
+        if future is None or future.done():
+            return
+        for reason in reasons or ():
+            failure = _failure(reason)
+            if failure is not None:
+                future.set_exception(Refused("the subscription", *failure))
+                return
+        first = reasons[0] if reasons else None
+        future.set_result(int(first.value) if isinstance(first, ReasonCode) else 0)
 
     def _handle_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self._on_message is None:
             return
-        props = getattr(msg, "properties", None)
-        response_topic = getattr(props, "ResponseTopic", None) if props else None
-        correlation = getattr(props, "CorrelationData", None) if props else None
-        user = dict(getattr(props, "UserProperty", []) or []) if props else {}
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", "replace")
-        self._on_message(
-            Message(
-                topic=topic,
-                payload=bytes(msg.payload),
-                retain=bool(msg.retain),
-                qos=msg.qos,
-                response_topic=response_topic,
-                correlation_data=correlation,
-                user_properties=user,
-            )
+            # MQTT requires UTF-8 topics; nobody could answer this one.
+            self.dropped_messages += 1
+            return
+        props = getattr(msg, "properties", None)
+        correlation = getattr(props, "CorrelationData", None)
+        message = Message(
+            topic=topic,
+            payload=bytes(msg.payload),
+            retain=bool(msg.retain),
+            qos=int(msg.qos),
+            response_topic=_text(getattr(props, "ResponseTopic", None)),
+            correlation_data=bytes(correlation)
+            if isinstance(correlation, bytes | bytearray)
+            else None,
+            user_properties=_pairs(getattr(props, "UserProperty", None)),
+            content_type=_text(getattr(props, "ContentType", None)),
         )
+        try:
+            self._on_message(message)
+        except Exception:
+            # A bug in the receiving component must not become paho's: raised from here,
+            # it would skip the PUBACK and get the message redelivered forever.
+            self.callback_errors += 1
+            log.exception("message handler failed on %s", topic)
 
-    # -- public API ---------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------
 
-    async def connect(self) -> None:
-        """Open the connection and wait for CONNACK; raises `SyncError` with the reason."""
+    async def __aenter__(self) -> Link:
+        """Open the connection and wait for CONNACK. Raises `Unreachable` (no TCP
+        connection), `Refused` (CONNACK >= 0x80) or `SyncError` (TLS, timeouts)."""
         o = self.options
         properties = None
         if self.v5:
@@ -310,13 +274,13 @@ class Link:
                     properties=properties,
                 )
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    raise SyncError(f"cannot connect to {o.host}:{o.port}: {rc}")
-                self._last_rx = time.monotonic()
-                self._misc = asyncio.create_task(self._housekeeping(), name="mqtt-housekeeping")
-                await _first(self._connected, self.closed)
+                    raise Unreachable(f"cannot connect to {o.host}:{o.port}: {rc}")
+                self._socket.last_rx = time.monotonic()
+                self._misc = self._loop.call_later(self._misc_period(), self._housekeeping)
+                await asyncio.wait((self._connected, self.closed), return_when="FIRST_COMPLETED")
         except TimeoutError:
             self._close("connect timed out")
-            raise SyncError(
+            raise Unreachable(
                 f"no CONNACK from {o.host}:{o.port} within {o.connect_timeout_s:.0f} s"
             ) from None
         except ssl.SSLError as exc:
@@ -324,15 +288,78 @@ class Link:
             raise SyncError(f"TLS handshake with {o.host}:{o.port} failed: {exc}") from exc
         except OSError as exc:
             self._close("connect failed")
-            raise SyncError(f"cannot connect to {o.host}:{o.port}: {exc}") from exc
+            raise Unreachable(f"cannot connect to {o.host}:{o.port}: {exc}") from exc
         except BaseException:
             self._close("connect abandoned")
             raise
-        if self.closed.done() and not self._connected.done():
-            raise SyncError(f"connection to {o.host}:{o.port} closed: {self.closed.result()}")
+        if not self._connected.done():
+            # The broker took the connection and closed it (a refused client certificate
+            # under TLS 1.3 looks like this): reachable, so not worth probing for.
+            raise SyncError(
+                f"connection to {o.host}:{o.port} closed: {self.closed.result().reason}"
+            )
         if self._connected.exception() is not None:
             self._close("refused by the broker")
-        self._connected.result()
+        self.session_present = self._connected.result()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Disconnect. A clean exit (or a cancellation: the agent is stopping) sends a
+        normal DISCONNECT, so the will is not published; a failure asks the broker to
+        publish the will, so the IOC hears that this node went away."""
+        if self.closed.done():
+            return
+        failed = exc is not None and not isinstance(exc, asyncio.CancelledError | LinkLost)
+        properties = None
+        if self.v5:
+            # Keep the configured session on a clean shutdown too.
+            properties = _properties(PacketTypes.DISCONNECT)
+            properties.SessionExpiryInterval = self.options.session_expiry_s
+        reasoncode = None
+        if self.v5 and failed:
+            reasoncode = ReasonCode(PacketTypes.DISCONNECT, identifier=DISCONNECT_WITH_WILL)
+        rc = self._client.disconnect(reasoncode=reasoncode, properties=properties)
+        # NO_CONN (paho already lost the socket) and AGAIN (the DISCONNECT did not fit the
+        # socket buffer) mean the broker sees a dropped link and publishes the will: the
+        # socket is closed below either way.
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._socket.sock is not None:
+            rc = self._client.loop_write()
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.debug("DISCONNECT not sent cleanly: %s", mqtt.error_string(rc))
+        self._close("disconnected by us")
+
+    def _close(self, reason: str, *, code: int | None = None) -> None:
+        if self.closed.done():
+            return
+        uptime = None if self._connected_at is None else time.monotonic() - self._connected_at
+        closed = Closed(reason, code, uptime)
+        self.closed.set_result(closed)
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        self._socket.close()
+        lost = LinkLost(closed)
+        waiters: list[asyncio.Future[Any]] = [*self._pubacks.values(), *self._subacks.values()]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(lost)
+                # Marked as seen: a window publish nobody awaits any more (its rows are
+                # released) must not log "exception was never retrieved".
+                waiter.exception()
+        self._pubacks.clear()
+        self._subacks.clear()
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def wait_closed(self) -> NoReturn:
+        """Wait for the link to end and raise `LinkLost`: a sibling task that ends a
+        TaskGroup serving this link."""
+        raise LinkLost(await asyncio.shield(self.closed))
 
     def publish(
         self,
@@ -344,10 +371,12 @@ class Link:
         content_type: str | None = None,
         correlation_data: bytes | None = None,
         response_topic: str | None = None,
-    ) -> int:
-        """Queue one publish and return its message id; its PUBACK calls `on_ack(mid, ok)`."""
+    ) -> asyncio.Future[None]:
+        """Queue one publish. The future resolves on its PUBACK, fails with `Refused` when
+        the broker refuses it (MQTT 5 reason >= 0x80) or `LinkLost`; for QoS 0 it is done
+        once queued. Raises `SyncError` at once for what paho cannot send."""
         if self.closed.done():
-            raise SyncError(f"link is down: {self.closed.result()}")
+            raise LinkLost(self.closed.result())
         properties = None
         if self.v5 and (content_type or correlation_data or response_topic):
             properties = _properties(PacketTypes.PUBLISH)
@@ -357,68 +386,46 @@ class Link:
                 properties.ContentType = content_type
             if correlation_data:
                 properties.CorrelationData = correlation_data
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        try:
+            info = self._client.publish(
+                topic, payload, qos=qos, retain=retain, properties=properties
+            )
+        except (ValueError, TypeError) as exc:  # wildcards in the topic, a bad QoS, too big
+            raise SyncError(f"cannot publish to {topic!r}: {exc}") from None
         # Every return code is checked: MQTT_ERR_QUEUE_SIZE (ids exhausted) would otherwise
         # lose the message silently.
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            self._close("publish found no connection")
+            raise LinkLost(self.closed.result())
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise SyncError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
-        if qos > 0:
-            self.pending += 1
-        return int(info.mid)
-
-    async def publish_wait(self, topic: str, payload: bytes, **kwargs: Any) -> None:
-        """Publish and wait for the PUBACK (or the link's end)."""
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        mid = self.publish(topic, payload, **kwargs)
-        if kwargs.get("qos", 1) == 0:
-            return
-        self._waiters[mid] = waiter
-        await _first(waiter, self.closed)
-        if not waiter.done():
-            raise SyncError(f"link lost before PUBACK on {topic}: {self.closed.result()}")
-        waiter.result()
-
-    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        # Retain-as-published keeps the retain flag on live deliveries too, so a retained
-        # command is recognisable however it arrives (MQTT 5 only).
-        if self.v5:
-            options = SubscribeOptions(qos=qos, retainAsPublished=True)
-            rc, _mid = self._client.subscribe(topic_filter, options=options)
+        future: asyncio.Future[None] = self._loop.create_future()
+        if qos == 0:
+            future.set_result(None)
         else:
-            rc, _mid = self._client.subscribe(topic_filter, qos=qos)
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._pubacks[int(info.mid)] = future
+        return future
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
+        """Subscribe and wait for the SUBACK; returns the granted QoS. Raises `Refused` when
+        the broker refuses (reason >= 0x80, e.g. 0x87 not authorized by its ACL)."""
+        if self.closed.done():
+            raise LinkLost(self.closed.result())
+        try:
+            # Retain-as-published keeps the retain flag on live deliveries too, so a retained
+            # command is recognisable however it arrives (MQTT 5 only).
+            if self.v5:
+                options = SubscribeOptions(qos=qos, retainAsPublished=True)
+                rc, mid = self._client.subscribe(topic_filter, options=options)
+            else:
+                rc, mid = self._client.subscribe(topic_filter, qos=qos)
+        except ValueError as exc:
+            raise SyncError(f"cannot subscribe to {topic_filter!r}: {exc}") from None
+        if rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            self._close("subscribe found no connection")
+            raise LinkLost(self.closed.result())
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise SyncError(f"subscribe to {topic_filter} failed: {mqtt.error_string(rc)}")
-
-    async def disconnect(self) -> None:
-        """Clean DISCONNECT (the will is not published) and close the socket."""
-        if self.closed.done():
-            return
-        properties = None
-        if self.v5:
-            # Keep the configured session on a clean shutdown too.
-            properties = _properties(PacketTypes.DISCONNECT)
-            properties.SessionExpiryInterval = self.options.session_expiry_s
-        self._client.disconnect(properties=properties)
-        if self._sock is not None:
-            self._client.loop_write()
-        self._close("disconnected by us")
-
-    def _close(self, reason: str) -> None:
-        if self.closed.done():
-            return
-        self.closed.set_result(reason)
-        sock = self._sock
-        self._forget_socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-        for waiter in self._waiters.values():
-            if not waiter.done():
-                waiter.set_exception(SyncError(f"link lost: {reason}"))
-        self._waiters.clear()
-        if self._misc is not None and self._misc is not asyncio.current_task():
-            self._misc.cancel()
-
-
-async def _first(*futures: asyncio.Future[Any]) -> None:
-    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        future: asyncio.Future[int] = self._loop.create_future()
+        self._subacks[mid] = future
+        return await future

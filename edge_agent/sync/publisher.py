@@ -4,27 +4,30 @@ Live events go out one per message as soon as they are committed; when a claim r
 backlog, the rows go out as one batch message (optionally zstd), behind a token bucket.
 A sliding window, not "send a batch then wait for all acks": the latter stalls on Nagle's
 algorithm at brokers without `set_tcp_nodelay`.
+
+Per link, `drain()` and `acker()` run as sibling tasks in the link's TaskGroup (beside the
+task that ends the group when the link goes); `settle()` runs after the group: it deletes
+what the broker acknowledged and gives everything else back to the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from edge_agent.backoff import Backoff
 from edge_agent.contract import (
     BATCH_CONTENT_TYPE,
     BATCH_ZSTD_CONTENT_TYPE,
     Topics,
     encode_batch,
 )
-from edge_agent.errors import SyncError
-from edge_agent.health import ComponentHealth
-from edge_agent.sync.link import Link
+from edge_agent.health import ComponentHealth, State, reason
+from edge_agent.sync.link import Link, LinkLost, Refused
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,12 @@ class TokenBucket:
             await asyncio.sleep(wait)
 
 
+# One message in flight: its PUBACK future, the seqs it carries, its topic, batch or not.
+Flight = tuple["asyncio.Future[None]", Sequence[int], str, bool]
+
+
 class Publisher:
-    """Drains the outbox over one link at a time; `drain()` returns when the link dies."""
+    """Drains the outbox over one link at a time."""
 
     def __init__(
         self,
@@ -101,6 +108,8 @@ class Publisher:
         batch_window: int = 4,
         compress: bool = False,
         rate: TokenBucket | None = None,
+        beat_s: float = 60.0,
+        refused_pause: Backoff | None = None,
     ) -> None:
         self.outbox = outbox
         self.topics = topics
@@ -109,114 +118,85 @@ class Publisher:
         self.batch_max = batch_max
         self.batch_min = batch_min
         self.batch_window = batch_window
-        self._batches_inflight = 0
         self.compress = compress
         self.rate = rate or TokenBucket(0, 0)
-        self._inflight: dict[int, Sequence[int]] = {}
-        self._to_ack: list[int] = []
-        self._rejected: list[int] = []
-        self._prefetch: asyncio.Future[Sequence[Row]] | None = None
+        # The drain's watchdog promise: a wait for PUBACKs ends at the latest when the link
+        # is declared dead, which the owner knows (connect timeout + 1.5 x keepalive).
+        self.beat_s = beat_s
+        self.refused_pause = refused_pause or Backoff(5.0, 120.0)
+        self._inflight: deque[Flight] = deque()
+        # Publishes not yet answered (PUBACK, refusal or link lost): the window counts these,
+        # so the window frees as PUBACKs come, not when their rows are deleted.
+        self._open = 0
+        self._open_batches = 0
+        self._sent = asyncio.Event()
         self._space = asyncio.Event()
-        self._acks_ready = asyncio.Event()
+        self._prefetch: asyncio.Future[Sequence[Row]] | None = None
+        self._acking: list[int] = []
+        self._resume_at = 0.0
+        self._refused_at: float | None = None
+        self._refusals_said: set[tuple[str, int]] = set()
+        self.refusals = 0  # publishes the broker refused, ever (the owner compares per link)
         self.stats = {"messages": 0, "batches": 0, "events": 0, "bytes": 0}
 
-    def on_ack(self, mid: int, ok: bool) -> None:
-        """PUBACK for `mid` (called by the link on the loop thread)."""
-        seqs = self._inflight.pop(mid, None)
-        if seqs is None:
-            return
-        if len(seqs) > 1:
-            self._batches_inflight -= 1
-        if ok:
-            self._to_ack.extend(seqs)
-            self._acks_ready.set()
-        else:
-            self._rejected.extend(seqs)
-        self._space.set()
-
-    async def _acker(self) -> None:
-        while True:
-            await self._acks_ready.wait()
-            self._acks_ready.clear()
-            await self._flush_acks()
-
-    async def _flush_acks(self) -> None:
-        if not self._to_ack:
-            return
-        seqs, self._to_ack = self._to_ack, []
-        await self.outbox.ack(seqs)
-        self.health.progress("acked", len(seqs))
+    # -- the drain ----------------------------------------------------------------------
 
     async def drain(self, link: Link) -> None:
+        """Publish claimed rows over `link` until the link's TaskGroup ends (never returns)."""
         buffer: deque[Row] = deque()
         # This publisher is the only claimer: rows a previous link left claimed are free.
         self.outbox.release()
-        acker = asyncio.create_task(self._acker(), name="sync-acker")
-        try:
-            while not link.closed.done():
-                self.health.beat(5.0)
-                if acker.done():
-                    acker.result()  # an outbox failure is fatal: surface it
-                if self._rejected:
-                    await self._handle_rejected()
-                if len(self._inflight) >= self.window or (
-                    self._batches_inflight >= self.batch_window
-                ):
-                    self._space.clear()
-                    await _wait_any(self._space.wait(), link.closed, timeout=1.0)
+        if self._refused_at is None:
+            self.health.set_state(State.OK, reason("draining", "draining to the broker"))
+        while True:
+            self.health.beat(self.beat_s)
+            pause = self._resume_at - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            if self._open >= self.window or self._open_batches >= self.batch_window:
+                self._space.clear()
+                await self._space.wait()
+                continue
+            if not buffer:
+                rows = await self._claim()
+                if not rows:
+                    self.health.set_facts(inflight=self._open, mode="live")
+                    await self.outbox.wait_for_rows(timeout=self.beat_s / 2)
                     continue
-                if not buffer:
-                    rows = await self._claim()
-                    if not rows:
-                        self.health.set_facts(inflight=len(self._inflight), mode="live")
-                        await _wait_any(
-                            self.outbox.wait_for_rows(timeout=1.0), link.closed, timeout=1.5
-                        )
-                        continue
-                    if self.batch_max > 1 and len(rows) >= self.batch_min:
-                        await self._send_batch(link, rows)
-                        continue
-                    buffer.extend(rows)
-                row = buffer.popleft()
-                await self.rate.take(1, len(row.payload))
-                # No content-type property on single envelopes: the topic says what it is,
-                # and packing MQTT 5 properties per message costs a fifth of the drain rate.
-                mid = link.publish(self.topics.data(row.stream), row.payload)
-                self._inflight[mid] = (row.seq,)
-                self.stats["messages"] += 1
-                self.stats["events"] += 1
-                self.stats["bytes"] += len(row.payload)
-        except SyncError as exc:
-            if not link.closed.done():
-                raise
-            log.debug("publish stopped: %s", exc)
-        finally:
-            prefetch, self._prefetch = self._prefetch, None
-            if prefetch is not None:
-                # Never cancel a claim: its thread would still mark rows as claimed after
-                # the release below. Wait for it instead (it is one short query).
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(prefetch)
-            acker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acker
-            # Rows acked by the broker are deleted; everything else goes back to the outbox.
-            try:
-                await self._flush_acks()
-            finally:
-                self._inflight.clear()
-                self._batches_inflight = 0
-                self._rejected.clear()
-                self.outbox.release()
-                self.health.set_facts(inflight=0)
+                if self.batch_max > 1 and len(rows) >= self.batch_min:
+                    await self._send_batch(link, rows)
+                    continue
+                buffer.extend(rows)
+            row = buffer.popleft()
+            await self.rate.take(1, len(row.payload))
+            # No content-type property on single envelopes: the topic says what it is,
+            # and packing MQTT 5 properties per message costs a fifth of the drain rate.
+            topic = self.topics.data(row.stream)
+            future = link.publish(topic, row.payload)
+            future.add_done_callback(self._answered)
+            self._open += 1
+            self._inflight.append((future, (row.seq,), topic, False))
+            self._sent.set()
+            self.stats["messages"] += 1
+            self.stats["events"] += 1
+            self.stats["bytes"] += len(row.payload)
 
     async def _claim(self) -> Sequence[Row]:
-        prefetch, self._prefetch = self._prefetch, None
-        if prefetch is not None:
-            rows = await prefetch
+        if self._prefetch is not None:
+            rows = await self._claimed()
             if rows:
                 return rows
-        return await self.outbox.claim(self._claim_size())
+        self._prefetch = asyncio.ensure_future(self.outbox.claim(self._claim_size()))
+        return await self._claimed()
+
+    async def _claimed(self) -> Sequence[Row]:
+        # A claim is never cancelled (its thread would still mark rows as claimed after
+        # settle() released them): it is awaited shielded here, and by settle().
+        assert self._prefetch is not None
+        rows = await asyncio.shield(self._prefetch)
+        self._prefetch = None
+        return rows
 
     def _claim_size(self) -> int:
         if self.batch_max > 1:
@@ -226,13 +206,17 @@ class Publisher:
     async def _send_batch(self, link: Link, rows: Sequence[Row]) -> None:
         payload = encode_batch([r.payload for r in rows], compress=self.compress)
         await self.rate.take(1, len(payload))
-        mid = link.publish(
-            self.topics.batch,
+        topic = self.topics.batch
+        future = link.publish(
+            topic,
             payload,
             content_type=BATCH_ZSTD_CONTENT_TYPE if self.compress else BATCH_CONTENT_TYPE,
         )
-        self._inflight[mid] = tuple(r.seq for r in rows)
-        self._batches_inflight += 1
+        future.add_done_callback(self._answered_batch)
+        self._open += 1
+        self._open_batches += 1
+        self._inflight.append((future, tuple(r.seq for r in rows), topic, True))
+        self._sent.set()
         if self._prefetch is None:
             # Backlog: fetch the next batch while this one is on the wire.
             self._prefetch = asyncio.ensure_future(self.outbox.claim(self._claim_size()))
@@ -240,20 +224,119 @@ class Publisher:
         self.stats["batches"] += 1
         self.stats["events"] += len(rows)
         self.stats["bytes"] += len(payload)
-        self.health.set_facts(inflight=len(self._inflight), mode="backlog")
+        self.health.set_facts(inflight=self._open, mode="backlog")
 
-    async def _handle_rejected(self) -> None:
-        seqs, self._rejected = self._rejected, []
+    def _answered(self, future: asyncio.Future[None]) -> None:
+        self._open -= 1
+        self._space.set()
+
+    def _answered_batch(self, future: asyncio.Future[None]) -> None:
+        self._open -= 1
+        self._open_batches -= 1
+        self._space.set()
+
+    # -- the acker ----------------------------------------------------------------------
+
+    async def acker(self) -> None:
+        """Delete PUBACKed rows in one outbox transaction per turn (never returns)."""
+        while True:
+            if not self._inflight:
+                self._sent.clear()
+                await self._sent.wait()
+                continue
+            head = self._inflight[0][0]
+            if not head.done():
+                # PUBACKs come in order (MQTT 4.6); asyncio.wait never cancels the future.
+                await asyncio.wait((head,))
+            acked: list[int] = []
+            while self._inflight and self._inflight[0][0].done():
+                future, seqs, topic, _batch = self._inflight[0]
+                error = future.exception()
+                if isinstance(error, LinkLost):
+                    raise error  # the link's TaskGroup ends; settle() releases the rest
+                self._inflight.popleft()
+                if error is None:
+                    acked.extend(seqs)
+                elif isinstance(error, Refused):
+                    self._refused(topic, error, seqs)
+                else:
+                    raise error
+            if acked:
+                await self._ack(acked)
+                self._accepted()
+
+    async def _ack(self, seqs: list[int]) -> None:
+        # Kept until the delete is committed: if the acker is cancelled meanwhile, settle()
+        # deletes them again (deleting is idempotent), so no confirmed row stays pending.
+        self._acking = seqs
+        await self.outbox.ack(seqs)
+        self._acking = []
+        self.health.progress("acked", len(seqs))
+
+    def _refused(self, topic: str, error: Refused, seqs: Sequence[int]) -> None:
         self.outbox.release(seqs)
+        self.refusals += 1
         self.health.count("rejected_by_broker", len(seqs))
-        log.warning("broker rejected %d events; they stay in the outbox and are retried", len(seqs))
-        await asyncio.sleep(5.0)
+        self._refused_at = time.monotonic()
+        self._resume_at = self._refused_at + self.refused_pause.next()
+        self.health.set_state(
+            State.DEGRADED,
+            reason(
+                "publish_refused",
+                f"broker refused publishes on {topic} ({error.name}, 0x{error.code:02X})",
+                topic=topic,
+                reason_code=error.code,
+            ),
+            error=str(error),
+        )
+        if (topic, error.code) not in self._refusals_said:
+            self._refusals_said.add((topic, error.code))
+            log.warning(
+                "broker refused a publish on %s: %s (0x%02X); its events stay in the outbox"
+                " and are retried",
+                topic,
+                error.name,
+                error.code,
+            )
 
+    def _accepted(self) -> None:
+        # Refusals end once publishes are accepted and none was refused for a whole pause.
+        if self._refused_at is None:
+            return
+        if time.monotonic() - self._refused_at < 2 * self.refused_pause.peek():
+            return
+        self._refused_at = None
+        self._refusals_said.clear()
+        self.refused_pause.reset()
+        self.health.set_state(State.OK, reason("draining", "draining to the broker"))
+        log.info("broker accepts publishes again")
 
-async def _wait_any(awaitable: Any, closed: asyncio.Future[str], *, timeout: float) -> None:
-    task = asyncio.ensure_future(awaitable)
-    try:
-        await asyncio.wait([task, closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
+    # -- after the link -----------------------------------------------------------------
+
+    async def settle(self) -> None:
+        """After the link's tasks ended: delete what the broker acknowledged (even a PUBACK
+        that came after the drain stopped), give every other row back to the outbox."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            await asyncio.wait((prefetch,))
+            if not prefetch.cancelled():
+                prefetch.exception()  # seen: a failed prefetch claimed nothing
+        acked, self._acking = list(self._acking), []
+        for future, seqs, topic, _batch in self._inflight:
+            if not future.done() or future.cancelled():
+                continue
+            error = future.exception()
+            if error is None:
+                acked.extend(seqs)
+            elif isinstance(error, Refused):  # its PUBACK came with the link's end
+                self._refused(topic, error, seqs)
+        # Every future of the link is answered by now (its end failed the rest), so the
+        # callbacks bring the open counts back to zero on their own.
+        self._inflight.clear()
+        try:
+            if acked:
+                await self.outbox.ack(acked)
+                self.health.progress("acked", len(acked))
+        finally:
+            self.outbox.release()
+            self.health.set_facts(inflight=0, mode="idle")

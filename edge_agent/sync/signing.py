@@ -85,9 +85,11 @@ class Verifier:
     def verify(self, command: dict[str, Any]) -> bool:
         try:
             signature = base64.b64decode(str(command.get("sig", "")), validate=True)
-        except ValueError:
+            body = canonical(command)
+        except (ValueError, UnicodeEncodeError):
+            # Not base64, or fields no canonical JSON can carry (a lone surrogate, NaN):
+            # nothing could have signed it.
             return False
-        body = canonical(command)
         alg = command.get("alg")
         if alg == ALG_ED25519:
             for key in self.public_keys:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from edge_agent.audit import Auditor
 from edge_agent.config import MqttConfig, OutboxConfig
 from edge_agent.contract import Kind, reading_data
 from edge_agent.health import ComponentHealth
@@ -16,7 +20,7 @@ from edge_agent.ioc.receiver import Receiver, subscriptions
 from edge_agent.outbox import Outbox
 from edge_agent.sync import Applied, NodeInfo, Sync
 from edge_agent.sync.link import Link, LinkOptions, Message
-from tests.conftest import Broker
+from tests.conftest import Broker, stop_process
 
 NODE = "node-a"
 DISTRICT = "d1"
@@ -39,7 +43,9 @@ class Handlers:
     async def config_set(self, changes: dict[str, Any]) -> Applied:
         if "bad.key" in changes:
             raise ValueError("bad.key: unknown key")
-        return Applied({"changed": sorted(changes)}, then=lambda: self.applied.append(changes))
+        return Applied(
+            {"changed": sorted(changes)}, then=lambda route: self.applied.append(changes)
+        )
 
     async def snapshot(self, camera: str) -> bytes:
         if camera != "gate":
@@ -79,7 +85,12 @@ async def open_outbox(path: Path) -> AsyncIterator[Outbox]:
 
 @contextlib.asynccontextmanager
 async def running_sync(
-    config: MqttConfig, outbox: Outbox, *, state_dir: Path | None = None, node: str = NODE
+    config: MqttConfig,
+    outbox: Outbox,
+    *,
+    state_dir: Path | None = None,
+    node: str = NODE,
+    auditor: Auditor | None = None,
 ) -> AsyncIterator[Sync]:
     sync = Sync(
         config,
@@ -88,15 +99,28 @@ async def running_sync(
         handlers=Handlers(outbox),
         health=ComponentHealth("sync"),
         state_dir=state_dir,
+        auditor=auditor,
     )
     async with sync:
         task = asyncio.create_task(sync.run())
         try:
             yield sync
         finally:
+            # Whatever happened, the component must still be running: a command that
+            # stopped it would show here.
+            assert not task.done(), task.exception() if not task.cancelled() else "cancelled"
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@pytest.fixture
+def agents() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Agent processes a test starts; killed (and their pipes closed) after it."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        stop_process(process)
 
 
 def client_options(broker: Broker, client_id: str, **extra: Any) -> LinkOptions:
@@ -107,15 +131,13 @@ def client_options(broker: Broker, client_id: str, **extra: Any) -> LinkOptions:
 async def receiving(broker: Broker, **extra: Any) -> AsyncIterator[Receiver]:
     """The reference receiver subscribed to every node's data and status."""
     receiver = Receiver()
-    link = Link(client_options(broker, "ioc-receiver", **extra), on_message=receiver.handle)
-    await link.connect()
-    for topic_filter in subscriptions(PREFIX):
-        await link.subscribe(topic_filter, qos=1)
-    await asyncio.sleep(0.1)
+    options = client_options(broker, "ioc-receiver", **extra)
     try:
-        yield receiver
+        async with Link(options, on_message=receiver.handle) as link:
+            for topic_filter in subscriptions(PREFIX):
+                await link.subscribe(topic_filter, qos=1)  # returns after the SUBACK
+            yield receiver
     finally:
-        await link.disconnect()
         receiver.close()
 
 
@@ -124,23 +146,20 @@ async def listening(
     broker: Broker, topic_filter: str, client_id: str = "listener", **extra: Any
 ) -> AsyncIterator[list[Message]]:
     messages: list[Message] = []
-    link = Link(client_options(broker, client_id, **extra), on_message=messages.append)
-    await link.connect()
-    await link.subscribe(topic_filter, qos=1)
-    await asyncio.sleep(0.1)
-    try:
+    async with Link(client_options(broker, client_id, **extra), on_message=messages.append) as link:
+        await link.subscribe(topic_filter, qos=1)  # returns after the SUBACK
         yield messages
-    finally:
-        await link.disconnect()
 
 
-async def eventually(check: Callable[[], bool], *, timeout_s: float = 20.0) -> None:
+async def eventually(
+    check: Callable[[], bool], *, timeout_s: float = 20.0, period_s: float = 0.02
+) -> None:
     """Wait for a condition; the timeout only bounds a broken run, it asserts nothing."""
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(period_s)
 
 
 async def put_readings(outbox: Outbox, count: int, *, stream: str = "reading") -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -48,7 +47,7 @@ class Ioc:
     ) -> dict[str, Any]:
         raw = payload if isinstance(payload, bytes) else dumps(payload)
         before = len(self.replies)
-        await self.link.publish_wait(f"{BASE}/cmd/{verb}", raw, retain=retain, **kw)
+        await self.link.publish(f"{BASE}/cmd/{verb}", raw, retain=retain, **kw)
         await eventually(lambda: len(self.replies) > before)
         reply: dict[str, Any] = json.loads(self.replies[before].payload)
         reply["_topic"] = self.replies[before].topic
@@ -70,17 +69,16 @@ async def node_and_ioc(
 ) -> AsyncIterator[Ioc]:
     config = mqtt_config(broker, commands={"public_keys": [keys[1]], **commands})
     replies: list[Message] = []
-    ioc = Link(client_options(broker, "ioc-cmd"), on_message=replies.append)
-    async with open_outbox(tmp_path) as outbox, running_sync(config, outbox, state_dir=tmp_path):
-        await ioc.connect()
+    async with (
+        open_outbox(tmp_path) as outbox,
+        running_sync(config, outbox, state_dir=tmp_path),
+        Link(client_options(broker, "ioc-cmd"), on_message=replies.append) as ioc,
+    ):
         await ioc.subscribe(f"{BASE}/reply/#")
         await ioc.subscribe(f"{PREFIX}/{DISTRICT}/{NODE}/status")
         await eventually(lambda: any(b'"online"' in m.payload for m in replies))
         replies.clear()
-        try:
-            yield Ioc(ioc, replies, keys[0])
-        finally:
-            await ioc.disconnect()
+        yield Ioc(ioc, replies, keys[0])
 
 
 async def test_every_verb_answers(broker: Broker, tmp_path: Path, keys: tuple[Path, Path]) -> None:
@@ -140,14 +138,16 @@ async def test_bad_commands_are_refused_with_a_reason(
             ("ping", {"v": 1, "id": "x"}, "bad_schema", False),
             ("ping", ioc.sign("status"), "bad_schema", False),
             ("ping", ioc.sign("ping", ttl_s=10**6), "ttl_too_long", False),
+            ("reboot", ioc.sign("reboot"), "unknown_verb", False),
         ]
         for verb, payload, code, retain in cases:
             reply = await ioc.send(verb, payload, retain=retain)
             assert not reply["ok"], code
             assert reply["error"]["code"] == code, (code, reply)
-            if retain:  # clear the retained message so it does not linger on the broker
-                await ioc.link.publish_wait(f"{BASE}/cmd/{verb}", b"", retain=True)
-                await asyncio.sleep(0.1)
+            assert reply["_topic"] == f"{BASE}/reply/{verb if verb != 'reboot' else 'invalid'}"
+            if retain:  # clear the retained message; the node refuses the clear as well
+                cleared = await ioc.send(verb, b"", retain=True)
+                assert cleared["error"]["code"] == "retained"
         # still alive and answering
         assert (await ioc.send("ping", ioc.sign("ping")))["ok"]
 

@@ -105,3 +105,54 @@ def test_ioc_keygen_and_sign_make_a_verifiable_command(tmp_path: Path) -> None:
     assert not verifier.verify(command)
     bad = run("sign", "ping", "--node", "n1", "--district", "d1", "--args", "{nope")
     assert bad.returncode == 78 and "--args" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "key"),
+    [
+        ("batch_max_events = 10\nbatch_min_events = 20", "mqtt.batch_min_events"),
+        ('host = ""', "mqtt.host"),
+        ("commands = { confirm_s = 0.1 }", "mqtt.commands.confirm_s"),
+    ],
+)
+def test_impossible_mqtt_settings_exit_78_naming_the_key(
+    tmp_path: Path, mqtt: str, key: str
+) -> None:
+    path = tmp_path / "edge-agent.toml"
+    path.write_text(f"[mqtt]\n{mqtt}\n")
+    done = subprocess.run(
+        agent_command("check-config", "--config", str(path)),
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 78, done.stderr
+    assert key in done.stderr, done.stderr
+
+
+def test_edit_config_keeps_comments_and_raises_config_errors(tmp_path: Path) -> None:
+    from edge_agent.config.editing import backup_path, edit_config
+    from edge_agent.errors import ConfigError
+
+    path = tmp_path / "edge-agent.toml"
+    original = "# installed 2026-11-02 by Minh\n[mqtt]\nport = 1883  # provincial broker\n"
+    path.write_text(original)
+    settings = edit_config(path, {"mqtt.port": 8883, "web.port": 0})
+    assert settings.mqtt.port == 8883 and settings.web.port == 0
+    text = path.read_text()
+    assert "# installed 2026-11-02 by Minh" in text and "port = 8883  # provincial broker" in text
+    assert backup_path(path).read_text() == original
+    for changes, named in (
+        ({"mqtt.port.deeper": 1}, "mqtt.port"),
+        ({"mqtt.port": "not a port"}, "mqtt.port"),
+        ({"a..b": 1}, "a..b"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            edit_config(path, changes)
+        assert named in str(refused.value), refused.value
+    path.write_text("[mqtt\n")
+    with pytest.raises(ConfigError) as broken:
+        edit_config(path, {"mqtt.port": 1})
+    assert "invalid TOML" in str(broken.value)

@@ -35,11 +35,12 @@ async def test_everything_published_validates(broker: Broker, tmp_path: Path) ->
     (tmp_path / "k.pub").write_bytes(public)
     key = load_private_key(tmp_path / "k")
     seen: list[Message] = []
-    watcher = Link(client_options(broker, "watch"), on_message=seen.append)
-    await watcher.connect()
-    await watcher.subscribe(f"{PREFIX}/#")
     config = mqtt_config(broker, batch_min_events=5, commands={"public_keys": [tmp_path / "k.pub"]})
-    async with open_outbox(tmp_path) as outbox:
+    async with (
+        Link(client_options(broker, "watch"), on_message=seen.append) as watcher,
+        open_outbox(tmp_path) as outbox,
+    ):
+        await watcher.subscribe(f"{PREFIX}/#")
         await put_readings(outbox, 40)  # a backlog: batches
         async with running_sync(config, outbox) as sync:
             await eventually(lambda: outbox.stats()["pending_rows"] == 0)
@@ -56,12 +57,11 @@ async def test_everything_published_validates(broker: Broker, tmp_path: Path) ->
             ]:
                 command = sign_command(node=NODE, verb=verb, args=args, private_key=key)
                 validate("command", command)
-                await watcher.publish_wait(f"{BASE}/cmd/{verb}", json.dumps(command).encode())
-            await watcher.publish_wait(f"{BASE}/cmd/ping", b"garbage")
+                await watcher.publish(f"{BASE}/cmd/{verb}", json.dumps(command).encode())
+            await watcher.publish(f"{BASE}/cmd/ping", b"garbage")
             await eventually(lambda: sum("/reply/" in m.topic for m in seen) == 8)
             will = sync._status_payload("offline", reason="will")
         await eventually(lambda: json.loads(seen[-1].payload).get("state") == "offline")
-    await watcher.disconnect()
     validate("status", json.loads(will))
     kinds = Counter(validate_message(m.topic, m.payload) for m in seen if "/cmd/" not in m.topic)
     assert kinds["batch"] >= 1 and kinds["envelope"] >= 1

@@ -17,8 +17,10 @@ from tests.sync.conftest import (
     mqtt_config,
     open_outbox,
     put_readings,
+    receiving,
     running_sync,
 )
+from tests.sync.peer import Peer
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,3 +60,23 @@ async def test_backlog_goes_out_as_compressed_batches(broker: Broker, tmp_path: 
     assert messages[0].payload[:4] == b"\x28\xb5\x2f\xfd"
     got = [e.seq for m in messages for e in decode_batch(m.payload)]
     assert got == seqs
+
+
+async def test_a_clean_stop_leaves_no_delivered_row_pending(broker: Broker, tmp_path: Path) -> None:
+    """Stopped mid-drain (as on SIGTERM): whatever the broker acknowledged is deleted before
+    the link and the outbox close, so only a dropped link ever causes duplicates."""
+    fence = Envelope("fence", "f", 1, 0.0, "reading", {}).encode()
+    async with open_outbox(tmp_path) as outbox, receiving(broker) as receiver:
+        await put_readings(outbox, 3000)
+        config = mqtt_config(broker, batch_max_events=1, inflight_window=100)
+        async with running_sync(config, outbox):
+            await eventually(lambda: receiver.count() > 300)
+        # A round trip: what the node published before it stopped has reached the receiver.
+        async with listening(broker, f"{PREFIX}/{DISTRICT}/fence/#", "fencer") as fenced:
+            with Peer(broker, "fence") as peer:
+                await peer.publish(f"{PREFIX}/{DISTRICT}/fence/data/x", fence)
+            await eventually(lambda: receiver.count("fence") == 1 and len(fenced) == 1)
+        delivered = set(receiver.seqs(NODE, outbox.epoch))
+        pending = {row.seq for row in await outbox.claim(5000)}
+    assert delivered and pending  # stopped in the middle
+    assert not delivered & pending, sorted(delivered & pending)[:10]

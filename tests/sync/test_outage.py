@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge_agent.ioc.receiver import Receiver, receive
+from edge_agent.outbox import Outbox
 from tests.conftest import Broker
 from tests.sync.conftest import (
     NODE,
@@ -74,41 +77,83 @@ async def test_outage_of_30_s_loses_nothing(broker: Broker, tmp_path: Path) -> N
     receiver.close()
 
 
+class AckLog:
+    """The real outbox, noting which seqs the node deleted on a PUBACK."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.acked: set[int] = set()
+
+    @property
+    def epoch(self) -> str:
+        return self.outbox.epoch
+
+    async def claim(self, limit: int) -> Sequence[Any]:
+        return await self.outbox.claim(limit)
+
+    async def ack(self, seqs: Sequence[int]) -> None:
+        self.acked.update(seqs)
+        await self.outbox.ack(seqs)
+
+    def release(self, seqs: Sequence[int] | None = None) -> None:
+        self.outbox.release(seqs)
+
+    async def wait_for_rows(self, timeout: float | None = None) -> None:
+        await self.outbox.wait_for_rows(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return self.outbox.stats()
+
+
 async def test_broker_without_persistence_gets_everything_resent(
     broker: Broker, tmp_path: Path
 ) -> None:
     broker.persistence = False
     broker.restart()
-    # Rate-limited so that the broker goes away in the middle of the drain.
+    # Rate-limited so that the broker goes away in the middle of the drain. The broker keeps
+    # nothing: what the node sends before the second receiver has subscribed is gone, so the
+    # node comes back only after its backoff (no probe), long after that subscription.
     config = mqtt_config(
-        broker, rate_messages_per_s=100, batch_max_events=1, backoff_min_s=1.0, backoff_max_s=2.0
+        broker,
+        rate_messages_per_s=100,
+        batch_max_events=1,
+        backoff_min_s=4.0,
+        backoff_max_s=5.0,
+        probe_interval_s=0,
     )
     async with open_outbox(tmp_path) as outbox:
         produced = await put_readings(outbox, 400)
+        log = AckLog(outbox)
         received: set[int] = set()
-        async with running_sync(config, outbox) as sync:
+        async with running_sync(config, log) as sync:  # type: ignore[arg-type]
             async with receiving(broker) as first:
                 await eventually(lambda: first.count() > 50)
                 await asyncio.to_thread(broker.restart)
+                acked_by_the_first_broker = set(log.acked)
                 received.update(first.seqs(NODE, outbox.epoch))
             assert 0 < len(received) < 400
             async with receiving(broker) as second:
                 await eventually(lambda: outbox.stats()["pending_rows"] == 0, timeout_s=30)
                 await eventually(lambda: sync.link is not None)
                 received.update(second.seqs(NODE, outbox.epoch))
-    assert sorted(received) == produced
+    # Everything the first broker had not acknowledged came again through the second. What
+    # it had acknowledged but not yet passed on died with it: only broker persistence keeps
+    # that (the receiver shares this test's event loop and may lag behind).
+    missing = set(produced) - received
+    assert missing <= acked_by_the_first_broker, sorted(missing - acked_by_the_first_broker)
+    assert received - set(produced) == set()
 
 
 async def test_a_silent_broker_is_detected_as_a_dead_link(broker: Broker) -> None:
     from edge_agent.sync.link import Link
 
-    link = Link(client_options(broker, "frozen", keepalive_s=2))
-    await link.connect()
-    assert broker.process is not None
-    broker.process.send_signal(signal.SIGSTOP)  # the TCP link stays up, nothing answers
-    try:
-        reason = await link.closed
-    finally:
-        broker.process.send_signal(signal.SIGCONT)
-    # Declared dead by our own rule (nothing received for 1.5 x keepalive), not by TCP.
-    assert "dead link" in reason, reason
+    async with Link(client_options(broker, "frozen", keepalive_s=2)) as link:
+        assert broker.process is not None
+        broker.process.send_signal(signal.SIGSTOP)  # the TCP link stays up, nothing answers
+        try:
+            closed = await link.closed
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+    # Declared dead by our own rule (nothing received for 1.5 x keepalive), or by paho's
+    # missing PINGRESP; not by TCP.
+    assert "dead link" in closed.reason or "keepalive" in closed.reason, closed

@@ -62,14 +62,13 @@ async def test_mtls_valid_expired_and_foreign_certificates(
     expired = ca.issue(NODE, expired=True)
     foreign = Authority(tmp_path / "other", name="other-ca").issue(NODE)
 
-    link = Link(tls_options(broker, ca, *good, "good"))
-    await link.connect()
-    await link.publish_wait(f"{PREFIX}/{DISTRICT}/{NODE}/data/x", b"{}")
-    await link.disconnect()
+    async with Link(tls_options(broker, ca, *good, "good")) as link:
+        await link.publish(f"{PREFIX}/{DISTRICT}/{NODE}/data/x", b"{}")
 
     for cert, reason in ((expired, "expired"), (foreign, "unknown ca")):
         with pytest.raises(SyncError) as refused:
-            await Link(tls_options(broker, ca, *cert, "bad")).connect()
+            async with Link(tls_options(broker, ca, *cert, "bad")):
+                pass
         assert reason in str(refused.value).lower(), str(refused.value)
 
 
@@ -104,38 +103,40 @@ async def test_documented_acl_keeps_nodes_apart(
     broker.extra_config = mtls_broker_config(ca, acl)
     broker.restart()
     seen: dict[str, list[Message]] = {"a": [], "b": [], "ioc": []}
-    links = {
-        who: Link(tls_options(broker, ca, *ca.issue(cn), f"c-{who}"), on_message=seen[who].append)
-        for who, cn in (("a", "node-a"), ("b", "node-b"), ("ioc", "ioc"))
-    }
-    for link in links.values():
-        await link.connect()
     base_a, base_b = f"{PREFIX}/{DISTRICT}/node-a", f"{PREFIX}/{DISTRICT}/node-b"
-    await links["ioc"].subscribe(f"{PREFIX}/#")
-    await links["a"].subscribe(f"{base_b}/cmd/#")  # not allowed: nothing may arrive
-    await links["a"].subscribe(f"{base_a}/cmd/#")
-    await links["b"].subscribe(f"{base_b}/cmd/#")
-    await asyncio.sleep(0.2)
+    async with contextlib.AsyncExitStack() as stack:
+        links = {
+            who: await stack.enter_async_context(
+                Link(
+                    tls_options(broker, ca, *ca.issue(cn), f"c-{who}"), on_message=seen[who].append
+                )
+            )
+            for who, cn in (("a", "node-a"), ("b", "node-b"), ("ioc", "ioc"))
+        }
+        await links["ioc"].subscribe(f"{PREFIX}/#")
+        # Not allowed: mosquitto's acl_file grants the subscription but delivers nothing
+        # (its dynamic-security plugin would refuse it in the SUBACK: see test_refusals).
+        await links["a"].subscribe(f"{base_b}/cmd/#")
+        await links["a"].subscribe(f"{base_a}/cmd/#")
+        await links["b"].subscribe(f"{base_b}/cmd/#")
 
-    # A's own topics work; B's do not (the broker drops them or refuses the PUBACK).
-    await links["a"].publish_wait(f"{base_a}/data/reading", b"mine")
-    a_cert = ca.issue("node-a")
-    for topic in (f"{base_b}/data/reading", f"{base_b}/status", f"{base_b}/reply/ping"):
-        # A second connection of A: mosquitto 2.0 may drop a TLS client whose publish it
-        # refused (MQTT 5 PUBACK 0x87), which is fine, but it must not end the first one.
-        forger = Link(tls_options(broker, ca, *a_cert, "c-a-forger"))
-        await forger.connect()
-        with contextlib.suppress(SyncError):
-            await forger.publish_wait(topic, b"forged")
-        await forger.disconnect()
-    # Commands for B reach B only.
-    await links["ioc"].publish_wait(f"{base_b}/cmd/ping", b"for-b")
-    await links["ioc"].publish_wait(f"{base_a}/cmd/ping", b"for-a")
-    await eventually(lambda: len(seen["b"]) == 1 and len(seen["a"]) == 1)
-    await eventually(lambda: any(m.payload == b"mine" for m in seen["ioc"]))
-    await asyncio.sleep(0.3)
-    for link in links.values():
-        await link.disconnect()
+        # A's own topics work; B's do not (the broker drops them or refuses the PUBACK).
+        await links["a"].publish(f"{base_a}/data/reading", b"mine")
+        a_cert = ca.issue("node-a")
+        for topic in (f"{base_b}/data/reading", f"{base_b}/status", f"{base_b}/reply/ping"):
+            # A second connection of A: mosquitto 2.0 may drop a TLS client whose publish it
+            # refused (MQTT 5 PUBACK 0x87), which is fine, but it must not end the first one.
+            with contextlib.suppress(SyncError):
+                async with Link(tls_options(broker, ca, *a_cert, "c-a-forger")) as forger:
+                    await forger.publish(topic, b"forged")
+        # Commands for B reach B only.
+        await links["ioc"].publish(f"{base_b}/cmd/ping", b"for-b")
+        await links["ioc"].publish(f"{base_a}/cmd/ping", b"for-a")
+        await eventually(lambda: len(seen["b"]) == 1 and len(seen["a"]) == 1)
+        await eventually(lambda: any(m.payload == b"mine" for m in seen["ioc"]))
+        # A fence: what the forger sent before it would have arrived before this.
+        await links["a"].publish(f"{base_a}/data/fence", b"fence")
+        await eventually(lambda: any(m.payload == b"fence" for m in seen["ioc"]))
     assert [m.payload for m in seen["a"]] == [b"for-a"]
     assert [m.payload for m in seen["b"]] == [b"for-b"]
     assert not [m for m in seen["ioc"] if m.payload == b"forged"]

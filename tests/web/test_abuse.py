@@ -5,6 +5,7 @@ reconnecting after a broker restart, nor flood the log with accept() tracebacks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -92,8 +93,10 @@ async def test_half_open_connections_leave_healthz_and_the_link_alive(
     config = write_config(tmp_path, broker, web_port)
     log_path = tmp_path / "agent.log"
     messages: list[Message] = []
-    listener = Link(client_options(broker, "watch"), on_message=messages.append)
-    await listener.connect()
+    listening = contextlib.AsyncExitStack()
+    listener = await listening.enter_async_context(
+        Link(client_options(broker, "watch"), on_message=messages.append)
+    )
     await listener.subscribe(f"{BASE}/data/#")
     agent = start_with_fd_limit(config, log_path)
     try:
@@ -113,17 +116,16 @@ async def test_half_open_connections_leave_healthz_and_the_link_alive(
             assert body["verdict"] in ("ok", "degraded", "failing")
 
         # The link survives a broker restart: fresh readings arrive through the new broker.
-        await listener.disconnect()
+        await listening.aclose()
         broker.restart()
         after: list[Message] = []
-        listener = Link(client_options(broker, "watch-2"), on_message=after.append)
-        await listener.connect()
-        await listener.subscribe(f"{BASE}/data/#")
-        await eventually(lambda: len(after) >= 3, timeout_s=60)
+        async with Link(client_options(broker, "watch-2"), on_message=after.append) as again:
+            await again.subscribe(f"{BASE}/data/#")
+            await eventually(lambda: len(after) >= 3, timeout_s=60)
         assert {Envelope.decode(m.payload).node for m in after} == {NODE}
-        await listener.disconnect()
         assert agent.poll() is None, "the agent exited under the flood"
     finally:
+        await listening.aclose()
         for sock in half_open:
             sock.close()
         stop_process(agent)
