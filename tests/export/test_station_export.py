@@ -214,7 +214,7 @@ async def test_backlog_after_an_ftp_outage_arrives_whole(
             clock.now = T0 + (i + 1) * PERIOD + 31
             await export_wrote(export, i + 1)
         await wait_state(export, State.FAILING)
-        assert export.health.facts["pending_files"] == 6
+        await eventually_fact(export, "pending_files", 6)
         assert await asyncio.to_thread(ftp_server.files) == {}
     # the agent restarts while the server is still down: the files wait on its disk
     async with running_export(state, config(ftp_server), clock) as export:
@@ -288,8 +288,14 @@ async def test_a_full_spool_drops_the_oldest_and_says_so(
     assert second["first"] == file_name("HN", "ABCD", "NUO001", T0 + 2 * PERIOD, VN)
 
 
+async def eventually_fact(export: StationExport, name: str, value: object) -> None:
+    async with asyncio.timeout(60):
+        while export.health.facts.get(name) != value:  # noqa: ASYNC110 (no event to await)
+            await asyncio.sleep(0.01)
+
+
 async def export_uploaded(export: StationExport, count: int) -> None:
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(60):
         while True:  # the health entry has no event to wait on; poll it
             if export.health.counters.get("files_uploaded", 0) >= count:
                 return
@@ -297,7 +303,7 @@ async def export_uploaded(export: StationExport, count: int) -> None:
 
 
 async def export_wrote(export: StationExport, count: int) -> None:
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(60):
         while True:  # the health entry has no event to wait on; poll it
             if export.health.counters.get("files_written", 0) >= count:
                 return
@@ -305,7 +311,7 @@ async def export_wrote(export: StationExport, count: int) -> None:
 
 
 async def wait_state(export: StationExport, state: State) -> None:
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(60):
         while True:
             if export.health.state is state:
                 return
