@@ -61,6 +61,12 @@ class LinkOptions:
     cert_file: Path | None = None
     key_file: Path | None = None
     max_inflight: int = 20
+    # Received QoS 1 messages are acknowledged only by `Link.ack()` (after the receiver has
+    # committed them), not by paho when the callback returns.
+    manual_ack: bool = False
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us
+    # at once (None: the protocol's 65535); bounds what a manual-ack receiver holds in memory.
+    receive_maximum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Message:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     user_properties: dict[str, str] = field(default_factory=dict)
+    mid: int = 0
 
 
 def tls_context(options: LinkOptions) -> ssl.SSLContext:
@@ -116,6 +123,7 @@ class Link:
         self._connected: asyncio.Future[None] = self._loop.create_future()
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._subacks: dict[int, asyncio.Future[None]] = {}
         self._sock: Any = None
         self._fd = -1
         self._last_error = ""
@@ -132,6 +140,7 @@ class Link:
             client_id=o.client_id,
             clean_session=None if self.v5 else False,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+            manual_ack=o.manual_ack,
         )
         # paho's own log lines go to DEBUG (a retrying link must not spam); its last error is
         # kept because TLS 1.3 reports a refused client certificate only there.
@@ -149,6 +158,7 @@ class Link:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         client.on_socket_open = self._threadsafe(self._socket_open)
         client.on_socket_close = self._threadsafe(self._socket_close)
         client.on_socket_register_write = self._threadsafe(self._register_write)
@@ -287,8 +297,21 @@ class Link:
                 response_topic=response_topic,
                 correlation_data=correlation,
                 user_properties=user,
+                mid=int(msg.mid),
             )
         )
+
+    def _handle_subscribe(
+        self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        waiter = self._subacks.pop(mid, None)
+        if waiter is None or waiter.done():
+            return
+        refused = [r for r in reasons or [] if _reason_failed(r)]
+        if refused:
+            waiter.set_exception(SyncError(f"broker refused the subscription: {refused[0]}"))
+        else:
+            waiter.set_result(None)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -299,6 +322,8 @@ class Link:
         if self.v5:
             properties = _properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = o.session_expiry_s
+            if o.receive_maximum is not None:
+                properties.ReceiveMaximum = o.receive_maximum
         try:
             async with asyncio.timeout(o.connect_timeout_s):
                 rc = await asyncio.to_thread(
@@ -379,15 +404,32 @@ class Link:
         waiter.result()
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """Subscribe and wait for the SUBACK; raises `SyncError` when the broker refuses."""
         # Retain-as-published keeps the retain flag on live deliveries too, so a retained
         # command is recognisable however it arrives (MQTT 5 only).
         if self.v5:
             options = SubscribeOptions(qos=qos, retainAsPublished=True)
-            rc, _mid = self._client.subscribe(topic_filter, options=options)
+            rc, mid = self._client.subscribe(topic_filter, options=options)
         else:
-            rc, _mid = self._client.subscribe(topic_filter, qos=qos)
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            rc, mid = self._client.subscribe(topic_filter, qos=qos)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise SyncError(f"subscribe to {topic_filter} failed: {mqtt.error_string(rc)}")
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._subacks[mid] = waiter
+        await _first(waiter, self.closed)
+        if not waiter.done():
+            raise SyncError(f"link lost before SUBACK for {topic_filter}: {self.closed.result()}")
+        waiter.result()
+
+    def ack(self, message: Message) -> bool:
+        """Acknowledge a message received with `manual_ack`; False when the link that
+        delivered it is gone (the broker then delivers it again on the next session)."""
+        if message.qos == 0:
+            return True
+        if self.closed.done():
+            return False
+        rc = self._client.ack(message.mid, message.qos)
+        return bool(rc == MQTTErrorCode.MQTT_ERR_SUCCESS)
 
     async def disconnect(self) -> None:
         """Clean DISCONNECT (the will is not published) and close the socket."""
@@ -412,10 +454,11 @@ class Link:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
-        for waiter in self._waiters.values():
+        for waiter in [*self._waiters.values(), *self._subacks.values()]:
             if not waiter.done():
                 waiter.set_exception(SyncError(f"link lost: {reason}"))
         self._waiters.clear()
+        self._subacks.clear()
         if self._misc is not None and self._misc is not asyncio.current_task():
             self._misc.cancel()
 
