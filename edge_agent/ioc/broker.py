@@ -114,7 +114,10 @@ class Subscriber:
                         self.options.client_id,
                         ", ".join(self.subscription.filters),
                     )
-                    reason = await link.closed
+                    # Not `await link.closed`: cancelling this task would cancel that
+                    # future itself, and a link whose `closed` is done skips its disconnect.
+                    await asyncio.wait([link.closed])
+                    reason = link.closed.result()
                 self._warn("link to %s lost: %s (reconnecting)", where, reason)
             except SyncError as exc:
                 self._warn("cannot receive from %s: %s (retrying)", where, exc)

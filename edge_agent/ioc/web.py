@@ -30,7 +30,7 @@ from aiohttp import web
 from edge_agent.errors import ConfigError
 from edge_agent.ioc.fleet import NodeDetail, NodeRow, Reader
 from edge_agent.ioc.fleet_text import age
-from edge_agent.ioc.web_text import CSS, TEXT
+from edge_agent.ioc.web_text import CSS, ICON, TEXT
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class View:
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<meta http-equiv="refresh" content="30">'
             f"<title>{escape(title)}</title>"
+            '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
             '<link rel="stylesheet" href="/static/ioc.css"></head><body>'
             f'<header><h1>{escape(title)}</h1><a href="{escape(switch_to)}lang={other}"'
             f' hreflang="{other}">{escape(t["switch"])}</a></header>'
@@ -266,6 +267,11 @@ class View:
             [n.to_json() for n in nodes], dumps=lambda o: json.dumps(o, ensure_ascii=False)
         )
 
+    async def icon(self, request: web.Request) -> web.Response:
+        response = web.Response(text=ICON, content_type="image/svg+xml")
+        response.headers["Cache-Control"] = "max-age=86400"
+        return response
+
     async def css(self, request: web.Request) -> web.Response:
         response = web.Response(text=CSS, content_type="text/css", charset="utf-8")
         response.headers["Cache-Control"] = "max-age=300"
@@ -313,6 +319,8 @@ def build_app(options: ViewOptions) -> web.Application:
     app.router.add_get("/node/{node}", view.node)
     app.router.add_get("/api/nodes", view.api_nodes)
     app.router.add_get("/static/ioc.css", view.css)
+    app.router.add_get("/static/icon.svg", view.icon)
+    app.router.add_get("/favicon.ico", view.icon)
     app.router.add_get("/healthz", lambda request: _ok())
     return app
 

@@ -131,3 +131,9 @@ td.detail { white-space: normal; font-family: ui-monospace, monospace; font-size
 .mute, footer { color: var(--mute); font-size: 13px; }
 footer { padding: 0 20px 20px; }
 """
+
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#0b3d6b"/>'
+    '<circle cx="8" cy="8" r="3.5" fill="#fff"/></svg>'
+)

@@ -26,9 +26,7 @@ async def publish_backlog(broker: Broker, nodes: list[LightNode], batches: int, 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-async def test_a_receiver_killed_mid_backlog_loses_nothing(
-    broker: Broker, tmp_path: Path
-) -> None:
+async def test_a_receiver_killed_mid_backlog_loses_nothing(broker: Broker, tmp_path: Path) -> None:
     db = tmp_path / "ioc.sqlite3"
     receiver = ReceiverProcess(broker.port, tmp_path, db=db)
     nodes = [LightNode(f"n{i}") for i in range(4)]
