@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from edge_agent.backoff import Backoff
@@ -38,7 +38,7 @@ class ReceiverOptions:
     share_group: str | None = None
     hole_timeout_s: float = 300.0
     max_group_messages: int = 2000
-    max_group_bytes: int = 32 * 1024 * 1024
+    max_group_events: int = 20_000
     max_payload_bytes: int = 16 * 1024 * 1024
     max_inflated_bytes: int = 64 * 1024 * 1024
     reconnect_min_s: float = 0.5
@@ -47,7 +47,7 @@ class ReceiverOptions:
     def __post_init__(self) -> None:
         if self.hole_timeout_s < 0:
             raise ValueError("the hole timeout cannot be negative")
-        if self.max_group_messages < 1 or self.max_group_bytes < 1:
+        if self.max_group_messages < 1 or self.max_group_events < 1:
             raise ValueError("a group holds at least one message")
 
     @property
@@ -73,6 +73,14 @@ class _Limiter:
             text += " (%d more since the last line)"
             args = (*args, held)
         log.warning(text, *args)
+
+
+@dataclass
+class _Group:
+    items: list[Item] = field(default_factory=list)
+    data: list[DataMessage] = field(default_factory=list)
+    statuses: list[StatusMessage] = field(default_factory=list)
+    events: int = 0
 
 
 class Receiver:
@@ -181,49 +189,49 @@ class Receiver:
                 first = None
             else:
                 stopping = first is None
-            group: list[Item] = [] if first is None else [first]
-            size = 0 if first is None else len(first[1].payload)
-            while (
-                group
-                and len(group) < self.options.max_group_messages
-                and size < self.options.max_group_bytes
-            ):
+            group = _Group()
+            item = first
+            # Everything that arrived while the last commit ran, up to the group's limits
+            # (events counted after decoding: a compressed batch may hold thousands).
+            while item is not None:
+                self._take(group, item)
+                if (
+                    len(group.items) >= self.options.max_group_messages
+                    or group.events >= self.options.max_group_events
+                ):
+                    break
                 try:
                     item = self._inbox.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     stopping = True
-                    break
-                group.append(item)
-                size += len(item[1].payload)
-            if group:
-                self._commit(group)
+            if group.items:
+                if group.data or group.statuses:
+                    self._write(group.data, group.statuses)
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._acknowledge, group.items)
             if stopping or time.monotonic() >= next_scan:
                 self._scan()
                 next_scan = time.monotonic() + interval
 
-    def _commit(self, group: list[Item]) -> None:
-        data: list[DataMessage] = []
-        statuses: list[StatusMessage] = []
-        for _link, message in group:
-            parsed = self.intake.parse(message.topic, message.payload, retained=message.retain)
-            kind = "status" if message.topic.endswith("/status") else "data"
-            if kind == "data" and message.topic.endswith("/data/batch"):
-                kind = "batch"
-            self.metrics.messages.labels(kind).inc()
-            if isinstance(parsed, Refusal):
-                self._refused(message.topic, parsed)
-            elif isinstance(parsed, DataMessage):
-                for refusal in parsed.refused:
-                    self._refused(message.topic, refusal)
-                data.append(parsed)
-            elif isinstance(parsed, StatusMessage):
-                statuses.append(parsed)
-        if data or statuses:
-            self._write(data, statuses, group)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._acknowledge, group)
+    def _take(self, group: _Group, item: Item) -> None:
+        message = item[1]
+        group.items.append(item)
+        parsed = self.intake.parse(message.topic, message.payload, retained=message.retain)
+        kind = "status" if message.topic.endswith("/status") else "data"
+        if kind == "data" and message.topic.endswith("/data/batch"):
+            kind = "batch"
+        self.metrics.messages.labels(kind).inc()
+        if isinstance(parsed, Refusal):
+            self._refused(message.topic, parsed)
+        elif isinstance(parsed, DataMessage):
+            for refusal in parsed.refused:
+                self._refused(message.topic, refusal)
+            group.data.append(parsed)
+            group.events += len(parsed.envelopes)
+        elif isinstance(parsed, StatusMessage):
+            group.statuses.append(parsed)
 
     def _refused(self, topic: str, refusal: Refusal) -> None:
         self.metrics.invalid.labels(refusal.reason.value).inc(refusal.events)
@@ -231,9 +239,7 @@ class Receiver:
             refusal.reason.value, "refused on %s (%s): %s", topic, refusal.reason, refusal.detail
         )
 
-    def _write(
-        self, data: list[DataMessage], statuses: list[StatusMessage], group: list[Item]
-    ) -> None:
+    def _write(self, data: list[DataMessage], statuses: list[StatusMessage]) -> None:
         assert self._store is not None
         retry = Backoff(0.2, 10.0)
         while True:
@@ -248,13 +254,14 @@ class Receiver:
             except Exception:
                 if len(data) + len(statuses) == 1:
                     self.metrics.unstorable.inc()
-                    log.exception("cannot store the message on %s", group[0][1].topic)
+                    node = data[0].node if data else statuses[0].node
+                    log.exception("cannot store a message of node %s", node)
                     return
                 # Something in this group the store cannot take: find it, store the rest.
-                for one in data:
-                    self._write([one], [], group)
+                for message in data:
+                    self._write([message], [])
                 for status in statuses:
-                    self._write([], [status], group)
+                    self._write([], [status])
                 return
         self.commits += 1
         self.metrics.commit_seconds.observe(time.monotonic() - started)

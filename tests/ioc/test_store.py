@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edge_agent.ioc.intake import DataMessage, Intake, StatusMessage
 from edge_agent.ioc.store import Store
+from tests.conftest import agent_command, agent_env
 from tests.ioc.conftest import PREFIX, LightNode, reader_for
 
 INTAKE = Intake(PREFIX)
@@ -327,3 +331,41 @@ def test_a_new_epoch_is_a_new_sequence_and_a_late_declaration_closes_a_hole(
         store.close()
     assert (report.closed, report.open) == (1, 0)
     assert query(open_store, "SELECT closed_by FROM holes") == [{"closed_by": "declared"}]
+
+
+def test_ioc_nodes_prints_the_fleet_as_a_table_and_as_json(tmp_path: Path) -> None:
+    from edge_agent.ioc.sqlite_store import SqliteStore
+
+    path = tmp_path / "ioc.sqlite3"
+    a = LightNode("node-a")
+    store = SqliteStore(path, synchronous="NORMAL")
+    try:
+        area = {"code": "00004", "name": "Phường Ba Đình"}
+        store.write(
+            [data(a, a.batch([1, 2, 4]))],
+            [status(a, a.status("online", pending_rows=12, area=area))],
+            time.time(),
+        )
+        store.scan_holes(time.time(), 0.0)
+    finally:
+        store.close()
+
+    def nodes(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            agent_command("ioc", "nodes", *args),
+            env=agent_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    text = nodes("--db", str(path))
+    assert text.returncode == 0, text.stderr
+    header, row = text.stdout.splitlines()
+    assert header.split()[:3] == ["NODE", "AREA", "STATE"]
+    assert row.startswith("node-a") and "Phường Ba Đình (00004)" in row and "online" in row
+    (entry,) = json.loads(nodes("--db", str(path), "--json").stdout)
+    assert (entry["pending_rows"], entry["open_holes"], entry["state"]) == (12, 1, "online")
+    missing = nodes("--db", str(tmp_path / "none.sqlite3"))
+    assert missing.returncode == 1 and "ioc receive" in missing.stderr
