@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import multiprocessing as mp
 import os
 import pstats
@@ -484,6 +485,7 @@ def profile(args: argparse.Namespace, workdir: Path) -> None:
 
     intake = Intake(PREFIX)
     store = SqliteStore(workdir / "profile.sqlite3", synchronous="NORMAL")
+    gc.set_threshold(100_000, 50, 100)  # as `ioc receive` sets it
     nodes = node_names(min(args.nodes, 60))
     payloads = []
     start = time.time() - 86400

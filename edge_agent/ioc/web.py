@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, StorageError
 from edge_agent.ioc.fleet import NodeDetail, NodeRow, Reader
 from edge_agent.ioc.fleet_text import age
 from edge_agent.ioc.web_text import CSS, ICON, TEXT
@@ -310,6 +310,11 @@ def build_app(options: ViewOptions) -> web.Application:
         except web.HTTPException as exc:
             exc.headers.update({k: v for k, v in HEADERS.items() if k not in exc.headers})
             raise
+        except StorageError as exc:
+            log.warning("cannot read the receiver database: %s", exc)
+            response = web.Response(
+                status=503, text=f"the receiver database cannot be read: {exc}\n"
+            )
         for key, value in HEADERS.items():
             response.headers.setdefault(key, value)
         return response
@@ -344,7 +349,8 @@ def _authorised(header: str, options: ViewOptions) -> bool:
 
 
 async def serve(options: ViewOptions) -> None:
-    """Serve until SIGTERM or SIGINT."""
+    """Serve until SIGTERM or SIGINT; a database that cannot be read fails the start."""
+    await View(options).read(lambda reader: reader.fleet())
     runner = web.AppRunner(build_app(options), handle_signals=False, access_log=None)
     await runner.setup()
     stop = asyncio.Event()

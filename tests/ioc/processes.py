@@ -128,6 +128,11 @@ class AgentProcess:
         )
         log.close()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process and its connections stay, nothing is sent or answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
     @property
     def outbox(self) -> Path:
         return self.directory / "var" / "outbox.sqlite3"
@@ -140,6 +145,7 @@ class AgentProcess:
 
     def stop(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a frozen agent cannot stop
             stop_process(self.process)
             self.process = None
 

@@ -65,13 +65,15 @@ def test_two_agents_and_a_receiver(broker: Broker, tmp_path: Path) -> None:
                 what="events from both",
             )
 
-        b.kill()
-        # The broker publishes B's will once 1.5 keepalives pass without a packet.
+        # Frozen first (its TCP connection stays open, nothing answers): the broker publishes
+        # B's will once 1.5 keepalives pass without a packet. Then killed, as it stands.
+        b.freeze()
         wait(
             lambda: fleet()["node-b"]["state"] == "offline",
             timeout_s=1.5 * KEEPALIVE_S + 10,
             what="node-b offline",
         )
+        b.kill()
         a.stop()
         wait(lambda: fleet()["node-a"]["state"] == "offline", what="node-a offline")
 
