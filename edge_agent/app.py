@@ -313,6 +313,9 @@ class Agent:
                     __version__,
                     self.config_hash,
                     capabilities=("sensors", "commands", "batches"),
+                    area=tuple(a.model_dump(exclude_none=True).items())
+                    if (a := settings.node.area)
+                    else (),
                 ),
                 outbox=self.outbox,
                 handlers=AgentCommands(self),

@@ -33,6 +33,18 @@ def _default_state_dir() -> Path:
     return Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "./var")
 
 
+class AreaConfig(Section):
+    code: str = Field(
+        pattern=TOPIC_LEVEL,
+        description="Official code of the administrative unit (e.g. the commune or ward code).",
+    )
+    name: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Official name of the unit, e.g. 'Phường Ba Đình'.",
+    )
+
+
 class NodeConfig(Section):
     id: str = Field(
         default_factory=_default_node_id,
@@ -41,6 +53,11 @@ class NodeConfig(Section):
     )
     district: str = Field(default="district", pattern=TOPIC_LEVEL, description="District code.")
     province: str = Field(default="province", pattern=TOPIC_LEVEL, description="Province code.")
+    area: AreaConfig | None = Field(
+        default=None,
+        description="The administrative unit the node stands for (code and name), beside the"
+        " district of its topics; the province groups its fleet by it.",
+    )
 
 
 class PathsConfig(Section):

@@ -1,1 +1,1 @@
-"""The provincial side: reference receiver and fleet view."""
+"""The provincial side: the receiver, its stores, holes, the fleet table and view, commands."""

@@ -56,6 +56,7 @@ class NodeInfo:
     version: str
     config_hash: str
     capabilities: tuple[str, ...] = ()
+    area: tuple[tuple[str, str], ...] = ()  # the administrative unit: ("code", ...), ("name", ...)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class Sync:
                 "district": self.node.district,
                 "state": state,
                 "ts": utc_iso(time.time()),
+                **({"area": dict(self.node.area)} if self.node.area else {}),
                 **extra,
             }
         )

@@ -123,6 +123,7 @@ class Link:
             client_id=o.client_id,
             clean_session=None if self.v5 else False,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+            manual_ack=o.manual_ack,
         )
         # paho's own log lines go to DEBUG (a retrying link must not spam); its last error is
         # kept because TLS 1.3 reports a refused client certificate only there.
@@ -244,6 +245,7 @@ class Link:
             else None,
             user_properties=_pairs(getattr(props, "UserProperty", None)),
             content_type=_text(getattr(props, "ContentType", None)),
+            mid=int(msg.mid),
         )
         try:
             self._on_message(message)
@@ -263,6 +265,8 @@ class Link:
         if self.v5:
             properties = _properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = o.session_expiry_s
+            if o.receive_maximum is not None:
+                properties.ReceiveMaximum = o.receive_maximum
         try:
             async with asyncio.timeout(o.connect_timeout_s):
                 rc = await asyncio.to_thread(
@@ -429,3 +433,13 @@ class Link:
         future: asyncio.Future[int] = self._loop.create_future()
         self._subacks[mid] = future
         return await future
+
+    def ack(self, message: Message) -> bool:
+        """Acknowledge a message received with `manual_ack`; False when the link that
+        delivered it is gone (the broker then delivers it again on the next session)."""
+        if message.qos == 0:
+            return True
+        if self.closed.done():
+            return False
+        rc = self._client.ack(message.mid, message.qos)
+        return bool(rc == MQTTErrorCode.MQTT_ERR_SUCCESS)

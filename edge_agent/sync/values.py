@@ -40,6 +40,12 @@ class LinkOptions:
     cert_file: Path | None = None
     key_file: Path | None = None
     max_inflight: int = 20
+    # Received QoS 1 messages are acknowledged only by `Link.ack()` (after the receiver has
+    # committed them), not by paho when the callback returns.
+    manual_ack: bool = False
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us
+    # at once (None: the protocol's 65535); bounds what a manual-ack receiver holds in memory.
+    receive_maximum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class Message:
     correlation_data: bytes | None = None
     user_properties: tuple[tuple[str, str], ...] = ()
     content_type: str | None = None
+    mid: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import psutil
 
+from edge_agent.contract import parse_iso, utc_iso
 from edge_agent.outbox import OutboxReader
 from tests.conftest import AgentProcess, agent_command, agent_env, free_port
 
@@ -178,8 +180,10 @@ class Receiver:
     def __init__(self, directory: Path, broker_port: int, start: Callable[..., AgentProcess]):
         self.db = directory / "ioc.sqlite3"
         self.broker_port = broker_port
+        self.metrics_port = free_port()
         self._start = start
         self._probes = 0
+        self.protocol = "5"
         self.process: AgentProcess | None = None
 
     def start(self) -> None:
@@ -190,8 +194,14 @@ class Receiver:
             "127.0.0.1",
             "--port",
             str(self.broker_port),
+            "--protocol",
+            self.protocol,
             "--db",
             str(self.db),
+            "--client-id",
+            "ioc-faults",
+            "--metrics-port",
+            str(self.metrics_port),
         )
         self.wait_subscribed()
 
@@ -199,24 +209,38 @@ class Receiver:
         """Return once a probe published through the broker is stored: a round trip."""
         assert self.process is not None
         self._probes += 1
-        probe = f"ioc/v1/faults/probe-{self._probes}/status"
+        node = f"probe-{self._probes}"
+        status = json.dumps(
+            {"v": 1, "node": node, "district": "faults", "state": "online", "ts": utc_iso(0)}
+        )
+        topic = f"ioc/v1/faults/{node}/status"
+        version = "mqttv5" if self.protocol == "5" else "mqttv311"
         deadline = time.monotonic() + 60
-        while not self._query("SELECT 1 FROM node_status WHERE topic=?", (probe,)):
+        while not self._query("SELECT 1 FROM node_status WHERE node=?", (node,)):
             if time.monotonic() > deadline:
                 raise AssertionError(f"receiver not subscribed:\n{self.process.output}")
-            run(
-                ["mosquitto_pub", "-p", str(self.broker_port), "-t", probe, "-m", "{}", "-q", "1"],
-                check=False,
-            )
+            command = ["mosquitto_pub", "-p", str(self.broker_port), "-V", version, "-q", "1"]
+            run([*command, "-t", topic, "-m", status], check=False)
             time.sleep(0.2)
+
+    def duplicates(self) -> int | None:
+        """Events the receiver dropped as already stored (from its /metrics)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("ioc_duplicates_total "):
+                return int(float(line.split()[1]))
+        return None
 
     def stop(self) -> dict[str, Any]:
         assert self.process is not None
-        self.process.stop(2)  # SIGINT: it prints its summary
-        for line in reversed(self.process.output.splitlines()):
-            if line.startswith("{"):
-                return dict(json.loads(line))
-        return {}
+        summary = {"duplicates": self.duplicates()}
+        self.process.stop()
+        return summary
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         if not self.db.exists():
@@ -228,9 +252,14 @@ class Receiver:
                 return []
 
     def keys(self, node: str) -> dict[str, set[int]]:
-        """epoch -> the seqs stored for `node`."""
+        """epoch -> the seqs stored for `node` (readings and every other kind)."""
         result: dict[str, set[int]] = {}
-        for epoch, seq in self._query("SELECT epoch, seq FROM events WHERE node=?", (node,)):
+        rows = self._query(
+            "SELECT epoch, seq FROM events WHERE node=? UNION ALL"
+            " SELECT epoch, seq FROM readings WHERE node=?",
+            (node, node),
+        )
+        for epoch, seq in rows:
             result.setdefault(str(epoch), set()).add(int(seq))
         return result
 
@@ -240,8 +269,15 @@ class Receiver:
 
     def times(self, node: str) -> list[tuple[int, float]]:
         """(seq, ts) of the node's stored events in seq order (ts: epoch seconds)."""
-        rows = self._query("SELECT seq, ts FROM events WHERE node=? ORDER BY seq", (node,))
-        return [(int(seq), float(ts)) for seq, ts in rows]
+        rows = self._query("SELECT seq, ts FROM all_events WHERE node=? ORDER BY seq", (node,))
+        return [(int(seq), parse_iso(str(ts))) for seq, ts in rows]
+
+    def arrival(self, node: str) -> list[tuple[int, str]]:
+        """(seq, kind) of the node's events other than readings, in the order they arrived."""
+        rows = self._query(
+            "SELECT seq, kind FROM events WHERE node=? ORDER BY received_at, seq", (node,)
+        )
+        return [(int(seq), str(kind)) for seq, kind in rows]
 
     def stored(self, node: str, epoch: str) -> int:
         return len(self.keys(node).get(epoch, set()))

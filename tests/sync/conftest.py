@@ -1,10 +1,11 @@
-"""Sync test helpers: a real outbox file, a running Sync, and the reference receiver."""
+"""Sync test helpers: a real outbox file, a running Sync, and the provincial receiver."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ from edge_agent.audit import Auditor
 from edge_agent.config import MqttConfig, OutboxConfig
 from edge_agent.contract import Kind, reading_data
 from edge_agent.health import ComponentHealth
-from edge_agent.ioc.receiver import Receiver, subscriptions
+from edge_agent.ioc.fleet import Reader
+from edge_agent.ioc.receiver import Receiver, ReceiverOptions
+from edge_agent.ioc.sqlite_store import SqliteStore
 from edge_agent.outbox import Outbox
 from edge_agent.sync import Applied, NodeInfo, Sync
 from edge_agent.sync.link import Link, LinkOptions, Message
@@ -128,17 +131,44 @@ def client_options(broker: Broker, client_id: str, **extra: Any) -> LinkOptions:
 
 
 @contextlib.asynccontextmanager
-async def receiving(broker: Broker, **extra: Any) -> AsyncIterator[Receiver]:
-    """The reference receiver subscribed to every node's data and status."""
-    receiver = Receiver()
-    options = client_options(broker, "ioc-receiver", **extra)
-    try:
-        async with Link(options, on_message=receiver.handle) as link:
-            for topic_filter in subscriptions(PREFIX):
-                await link.subscribe(topic_filter, qos=1)  # returns after the SUBACK
-            yield receiver
-    finally:
-        receiver.close()
+async def running_receiver(
+    broker: Broker, path: Path, **extra: Any
+) -> AsyncIterator[tuple[Receiver, Reader]]:
+    """The provincial receiver (persistent session "ioc-receiver", manual acks) storing into
+    the SQLite file `path`, subscribed when the block starts; with a reader of that file."""
+    receiver = Receiver(
+        client_options(broker, "ioc-receiver", manual_ack=True, **extra),
+        lambda: SqliteStore(path, synchronous="NORMAL"),
+        # Back within a tenth of a second of a broker restart, before any node (whose first
+        # retry waits at least half a second), so that nothing is published unseen.
+        options=ReceiverOptions(prefix=PREFIX, reconnect_min_s=0.05, reconnect_max_s=0.1),
+    )
+    async with receiver:
+        task = asyncio.create_task(receiver.run())
+        reader: Reader | None = None
+        try:
+            async with asyncio.timeout(30):
+                await receiver.subscriber.ready.wait()
+            reader = Reader.open(path=path)
+            yield receiver, reader
+        finally:
+            if reader is not None:
+                reader.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@contextlib.asynccontextmanager
+async def receiving(broker: Broker, **extra: Any) -> AsyncIterator[Reader]:
+    """The provincial receiver subscribed to every node's data and status, into a file of
+    its own; yields a reader of what it stored (`count()`, `seqs(node, epoch)`)."""
+    with tempfile.TemporaryDirectory() as directory:
+        async with running_receiver(broker, Path(directory) / "ioc.sqlite3", **extra) as (
+            _receiver,
+            reader,
+        ):
+            yield reader
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.contract import Envelope, decode_batch
+from edge_agent.contract import Envelope, decode_batch, reading_data
 from tests.conftest import Broker
 from tests.sync.conftest import (
     DISTRICT,
@@ -65,7 +65,9 @@ async def test_backlog_goes_out_as_compressed_batches(broker: Broker, tmp_path: 
 async def test_a_clean_stop_leaves_no_delivered_row_pending(broker: Broker, tmp_path: Path) -> None:
     """Stopped mid-drain (as on SIGTERM): whatever the broker acknowledged is deleted before
     the link and the outbox close, so only a dropped link ever causes duplicates."""
-    fence = Envelope("fence", "f", 1, 0.0, "reading", {}).encode()
+    fence = Envelope(
+        "fence", "f", 1, 0.0, "reading", reading_data(sensor="x", quantity="x", value=1.0, unit="1")
+    ).encode()
     async with open_outbox(tmp_path) as outbox, receiving(broker) as receiver:
         await put_readings(outbox, 3000)
         config = mqtt_config(broker, batch_max_events=1, inflight_window=100)
