@@ -152,7 +152,9 @@ def summarize(messages: Sequence[DataMessage], *, rows_at: str | None = None) ->
 
 
 def _count_rows(env: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Long form: one row per label (zones) or per direction and label (lines)."""
+    """Long form: one row per label (zones), per direction and label (lines), or per
+    movement and class (movements: `direction` holds the movement, zone and line are null).
+    Speed bins carry no counts; their figures stay in the event (the events table)."""
     data = env["data"]
     head = (env["node"], env["epoch"], env["seq"], data["camera"])
     span = (parse_iso(data["from"]), parse_iso(data["to"]), data["interval_s"])
@@ -173,7 +175,11 @@ def _count_rows(env: dict[str, Any]) -> list[tuple[Any, ...]]:
                     None,
                 )
             )
-    else:
+    elif "movements" in data:
+        for movement, labels in sorted(data["movements"].items()):
+            for label, n in sorted(labels.items()):
+                rows.append((*head, None, None, movement, label, *span, None, None, n))
+    elif "crossings" in data:
         for direction, labels in sorted(data["crossings"].items()):
             for label, n in sorted(labels.items()):
                 rows.append((*head, None, data["line"], direction, label, *span, None, None, n))

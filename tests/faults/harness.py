@@ -65,6 +65,7 @@ def agent_config(
     keepalive_s: int = 5,
     protocol: str = "5",
     web_port: int = 0,
+    mqtt: str = "",
     extra: str = "",
 ) -> str:
     """Simulated sensors at a high rate (each read gives six quantities), no camera."""
@@ -85,6 +86,7 @@ def agent_config(
         "connect_timeout_s = 5.0",
         "backoff_min_s = 0.2",
         "backoff_max_s = 2.0",
+        mqtt,
         "[outbox]",
         'synchronous = "FULL"',
     ]

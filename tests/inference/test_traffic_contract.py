@@ -14,8 +14,8 @@ import pytest
 from edge_agent.contract import Envelope, Kind
 from edge_agent.inference.analytics import TrafficAnalytics
 from edge_agent.inference.snapshots import SnapshotStore
-from edge_agent.ioc.receiver import Receiver
-from edge_agent.sync.link import Message
+from edge_agent.ioc.intake import DataMessage, Intake
+from edge_agent.ioc.sqlite_store import SqliteStore
 from tests.sync.schema import validate
 
 from .scripted import Script, line_path
@@ -69,14 +69,24 @@ def test_each_traffic_kind_validates_and_is_stored(tmp_path: Path) -> None:
         if k is Kind.COUNT
     }
     assert shapes == {"zone", "line", "movements", "speed"}
-    receiver = Receiver(tmp_path / "ioc.sqlite3")
-    for seq, (kind, data) in enumerate(events, start=1):
-        envelope = Envelope("node-01", "e1", seq, T0, kind.value, data)
-        validate("envelope", envelope.to_dict())
-        receiver.handle(Message("ioc/v1/d1/node-01/data/cam", envelope.encode(), False, 1))
-    assert receiver.count() == len(events) and receiver.invalid == 0
-    stored = {row[0] for row in receiver.db.execute("SELECT DISTINCT kind FROM events")}
-    assert stored >= {"dwell", "stopped", "wrong_way", "crowd", "plate", "count", "detection"}
+    # The provincial receiver's own intake (schema check) and store.
+    intake = Intake("ioc/v1")
+    store = SqliteStore(tmp_path / "ioc.sqlite3")
+    try:
+        messages = []
+        for seq, (kind, data) in enumerate(events, start=1):
+            envelope = Envelope("node-01", "e1", seq, T0, kind.value, data)
+            validate("envelope", envelope.to_dict())
+            parsed = intake.parse("ioc/v1/d1/node-01/data/cam", envelope.encode())
+            assert isinstance(parsed, DataMessage), parsed
+            messages.append(parsed)
+        store.write(messages, [], T0)
+        rows = store.conn.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall()
+    finally:
+        store.close()
+    stored = dict(rows)
+    assert sum(stored.values()) == len(events)
+    assert set(stored) >= {"dwell", "stopped", "wrong_way", "crowd", "plate", "count", "detection"}
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,10 @@ async def _live_will_birth(
     agent = start(config, agents)
     await eventually(lambda: any(s["state"] == "online" for s in statuses(messages)), timeout_s=30)
     data = lambda: [m for m in messages if m.topic == f"{BASE}/data/sim-1"]  # noqa: E731
-    await eventually(lambda: len(data()) >= 5)
-    envelopes = [Envelope.decode(m.payload) for m in data()]
+    await eventually(lambda: len(data()) >= 6)
+    # Readings in seq order on their stream; the sensor's own `sensor` state events share
+    # the stream but go first by priority (events before readings).
+    envelopes = [e for e in (Envelope.decode(m.payload) for m in data()) if e.kind == "reading"]
     seqs = [e.seq for e in envelopes]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert {e.node for e in envelopes} == {NODE} and envelopes[0].data["unit"]

@@ -93,11 +93,17 @@ def launch_agent(
         path.write_text(config)
         command += ["--config", str(path)]
     log_path = directory / "agent.log"
+    extra = dict(env or {})
+    if mqtt and "[mqtt]" not in (config or "") and "EDGE_AGENT_MQTT__PORT" not in extra:
+        # A link that fails (the broker unreachable), on a port of the test's own: never
+        # the default 1883, where a developer's broker may listen.
+        extra["EDGE_AGENT_MQTT__HOST"] = "127.0.0.1"
+        extra["EDGE_AGENT_MQTT__PORT"] = str(free_port())
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
             cwd=directory,
-            env=agent_env(mqtt=mqtt, EDGE_AGENT_WEB__PORT=str(port), **(env or {})),
+            env=agent_env(mqtt=mqtt, EDGE_AGENT_WEB__PORT=str(port), **extra),
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
