@@ -198,6 +198,7 @@ class Agent:
                 health=self.registry.register("inference", kind="inference"),
                 floors=lambda labels: detector_floors(cameras, labels, settings.detector.threshold),
                 plates=any(camera.plates.enabled for camera in cameras),
+                cameras=len(cameras),
             )
             self.components.append(self.inference)
         for camera in cameras:
@@ -227,6 +228,7 @@ class Agent:
                 CameraPipeline(
                     camera,
                     frames=capture.frames.get,
+                    take=capture.frames.take,
                     service=self.inference,
                     sink=self._to_outbox,
                     health=self.registry.register(f"analysis:{camera.name}", kind="analysis"),

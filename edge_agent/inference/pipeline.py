@@ -1,9 +1,14 @@
-"""The per-camera analysis: motion gate → detector → tracker → zones, and the shared
-inference thread it runs on.
+"""The per-camera analysis: motion gate → detector → tracker → zones, run on the
+inference service's workers (`service.py`).
 
 `app.py` hands each `CameraPipeline` a frame source (the capture's newest-frame box) and a
-sink (the outbox); inference never imports capture. Every camera's analysis runs on one
-`InferenceService` thread, so cameras share the cores instead of fighting over them.
+sink (the outbox); inference never imports capture. Every camera's analysis runs on the
+`InferenceService` workers, so cameras share the cores instead of fighting over them.
+
+Per frame the event loop is not in the way of the detector: a worker that finishes a frame
+goes on with the camera's next frame if one is already waiting (up to `LANE_FRAMES`), and
+the events of analysed frames are sunk by a task of their own while the next frame is
+analysed.
 """
 
 from __future__ import annotations
@@ -11,33 +16,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent.config.cameras import CameraConfig, DetectorConfig
+from edge_agent.config.cameras import CameraConfig
 from edge_agent.contract import Kind
 from edge_agent.errors import InferenceError
-from edge_agent.health import ComponentHealth, State, reason
+from edge_agent.health import ComponentHealth
 from edge_agent.inference.analytics import TrafficAnalytics
 from edge_agent.inference.classes import ClassFilter
-from edge_agent.inference.detector import Detection, Detector
+from edge_agent.inference.detector import Detection
 from edge_agent.inference.motion import MotionGate
 from edge_agent.inference.plates import PlateReader
+from edge_agent.inference.service import InferenceService
 from edge_agent.inference.snapshots import SnapshotStore
 from edge_agent.inference.tracker import Track, Tracker
 
+__all__ = ["Analysis", "CameraPipeline", "FrameAnalyzer", "InferenceService"]
+
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-PROBE_PERIOD_S = 5.0
-HUNG_AFTER_S = 30.0
 SUMMARY_PERIOD_S = 5.0
+LANE_FRAMES = 4
+"""Frames a worker analyses for one camera before it lets the loop (and the next camera
+in the queue) in: enough to keep the detector busy, few enough to stay fair."""
+PENDING_RESULTS = 64
+"""Analysed frames whose events wait for the sink before analysis waits too."""
+STOP_WAIT_S = 10.0
 Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
 DetectFn = Callable[[np.ndarray], list[Detection]]
 
@@ -52,6 +62,9 @@ class FrameLike(Protocol):
 
 FrameSource = Callable[[float], Awaitable[FrameLike | None]]
 """`await source(timeout_s)`: the next frame, or None when none came in time."""
+FrameTake = Callable[[], FrameLike | None]
+"""`take()`, from any thread: the frame waiting now, or None (no waiting)."""
+Events = list[tuple[Kind, dict[str, Any]]]
 
 
 @dataclass
@@ -65,6 +78,9 @@ class Analysis:
     tracks: list[Track] = field(default_factory=list)
     rule_events: int = 0
 
+
+Analysed = list[tuple[float, Analysis | InferenceError]]
+"""What a worker hands back: each frame's time and its analysis (or why it failed)."""
 
 RULE_KINDS = frozenset({Kind.DWELL, Kind.STOPPED, Kind.WRONG_WAY, Kind.CROWD, Kind.PLATE})
 
@@ -189,103 +205,22 @@ class FrameAnalyzer:
         }
 
 
-class InferenceService:
-    """Owns the detector and the one thread every camera's analysis runs on.
+@dataclass(frozen=True)
+class _Job:
+    """The work a camera has on the inference workers: an analysis or a clock tick."""
 
-    A model that will not load leaves the agent running: the service reports `failing`
-    and cameras keep capturing (and reporting their state) without detections.
-    """
-
-    name = "inference"
-
-    def __init__(
-        self,
-        config: DetectorConfig,
-        *,
-        model_dir: Path,
-        health: ComponentHealth,
-        floors: Callable[[list[str]], Mapping[str, float]] | None = None,
-        plates: bool = False,
-    ):
-        self.config = config
-        self.model_dir = model_dir
-        self.health = health
-        self.floors = floors
-        self.want_plates = plates
-        self.detector: Detector | None = None
-        self.plates: PlateReader | None = None
-        self._executor: ThreadPoolExecutor | None = None
-
-    async def __aenter__(self) -> InferenceService:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        try:
-            self.detector = await self.submit(
-                Detector.from_config, self.config, model_dir=self.model_dir
-            )
-        except InferenceError as exc:
-            log.error("detector unavailable, cameras run without detection: %s", exc)
-            self.health.set_state(
-                State.FAILING,
-                reason("model_unavailable", f"detection model unavailable: {exc}"),
-                error=str(exc),
-            )
-        else:
-            if self.floors is not None:
-                self.detector.lower_thresholds(self.floors(self.detector.labels))
-            self.health.set_state(State.OK)
-            self.health.set_facts(model=self.detector.model_path.name)
-        if self.want_plates:
-            try:
-                self.plates = await self.submit(PlateReader, self.model_dir / "ocr")
-            except InferenceError as exc:
-                # Counting goes on; only the plates are missing, and the page says so.
-                log.error("plate reader unavailable: %s", exc)
-                self.health.set_facts(plates=f"unavailable: {exc}")
-            else:
-                self.health.set_facts(plates="ready")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
-        self.health.set_state(State.STOPPED)
-
-    async def run(self) -> None:
-        # A wedged inference thread must stop the watchdog even while the capture threads
-        # (which share the cameras' health) keep beating: prove the thread still turns.
-        while True:
-            try:
-                async with asyncio.timeout(HUNG_AFTER_S):
-                    await self.submit(time.monotonic)
-            except TimeoutError:
-                why = reason(
-                    "inference_stuck",
-                    f"inference thread stuck for over {HUNG_AFTER_S:g} s",
-                    seconds=HUNG_AFTER_S,
-                )
-                if self.health.set_state(State.FAILING, why, error=why.text):
-                    log.error("%s; the watchdog will restart the agent", why.text)
-                continue
-            if self.detector is not None and self.health.set_state(State.OK):
-                log.info("inference thread running again")
-            self.health.beat(PROBE_PERIOD_S + HUNG_AFTER_S)
-            await asyncio.sleep(PROBE_PERIOD_S)
-
-    async def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._executor is None:
-            raise InferenceError("the inference service is not running")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+    future: Future[Any]
+    ts: float
+    tick: bool = False
 
 
 class CameraPipeline:
-    """Takes each camera's newest frame, analyses it on the inference thread and sends
-    the resulting events to the sink."""
+    """Takes each camera's newest frame, analyses it on an inference worker and sends the
+    resulting events to the sink.
+
+    `take` (optional) is the frame source's non-waiting side: with it, a worker goes on
+    with a frame that is already waiting instead of handing back to the loop first.
+    """
 
     def __init__(
         self,
@@ -297,9 +232,11 @@ class CameraPipeline:
         health: ComponentHealth,
         snapshots: SnapshotStore | None = None,
         plate_snapshots: SnapshotStore | None = None,
+        take: FrameTake | None = None,
     ) -> None:
         self.config = config
         self.frames = frames
+        self.take = take
         self.service = service
         self.sink = sink
         self.health = health
@@ -308,6 +245,8 @@ class CameraPipeline:
         self.name = f"camera:{config.name}"
         self.analyzer: FrameAnalyzer | None = None
         self._summary_at = 0.0
+        self._pending: asyncio.Queue[tuple[float, Events]] = asyncio.Queue(PENDING_RESULTS)
+        self._job: _Job | None = None
 
     async def __aenter__(self) -> CameraPipeline:
         detector = self.service.detector
@@ -329,30 +268,73 @@ class CameraPipeline:
     ) -> None:
         if self.analyzer is None:
             return
-        for kind, data in self.analyzer.finish(time.time()):
+        job, self._job = self._job, None
+        finished: list[tuple[float, Events]] = []
+        if job is not None and not job.future.cancelled():
+            # A job still running finishes first (the analyser is not ours to touch until
+            # it has), and what it found is kept.
             try:
-                await self.sink(kind, data, self.config.name, time.time())
-            except Exception as exc:
-                log.error("camera %s: final counts lost: %s", self.config.name, exc)
+                async with asyncio.timeout(STOP_WAIT_S):
+                    result = await asyncio.wrap_future(job.future)
+            except TimeoutError:
+                log.error("camera %s: analysis did not finish at shutdown", self.config.name)
+                return
+            finished = [(job.ts, result)] if job.tick else self._record(result)
+        while not self._pending.empty():
+            await self._send(*self._pending.get_nowait(), at_exit=True)
+        for ts, events in finished:
+            await self._send(ts, events, at_exit=True)
+        now = time.time()
+        await self._send(now, self.analyzer.finish(now), at_exit=True)
 
     async def run(self) -> None:
-        analyzer = self.analyzer
-        if analyzer is None:
+        if self.analyzer is None:
             raise RuntimeError("CameraPipeline.run() before __aenter__")
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._deliver())
+            await self._analyse_forever(self.analyzer)
+
+    async def _analyse_forever(self, analyzer: FrameAnalyzer) -> None:
         while True:
             frame = await self.frames(1.0)
             if frame is None:
                 # No frame: bins still close on the clock, their coverage telling the gap.
                 now = time.time()
-                for kind, data in await self.service.submit(analyzer.tick, now):
-                    await self.sink(kind, data, self.config.name, now)
+                self._job = _Job(self.service.start(analyzer.tick, now), now, tick=True)
+                events = await asyncio.wrap_future(self._job.future)
+                self._job = None
+                if events:
+                    await self._pending.put((now, events))
                 continue
+            self._job = _Job(self.service.start(self._analyse_lane, analyzer, frame), frame.ts)
+            results = await asyncio.wrap_future(self._job.future)
+            self._job = None
+            for ts, events in self._record(results):
+                await self._pending.put((ts, events))
+
+    def _analyse_lane(self, analyzer: FrameAnalyzer, frame: FrameLike) -> Analysed:
+        """On a worker: this frame, then the frames already waiting, in order."""
+        done: Analysed = []
+        while True:
             try:
-                result = await self.service.submit(analyzer.analyse, frame.image, frame.ts)
+                done.append((frame.ts, analyzer.analyse(frame.image, frame.ts)))
             except InferenceError as exc:
+                done.append((frame.ts, exc))
+            if self.take is None or len(done) >= LANE_FRAMES:
+                return done
+            waiting = self.take()
+            if waiting is None:
+                return done
+            frame = waiting
+
+    def _record(self, results: Analysed) -> list[tuple[float, Events]]:
+        """Health for the analysed frames; returns their events to send, in order."""
+        events = []
+        for ts, result in results:
+            if isinstance(result, InferenceError):
                 self.health.count("errors")
-                self.health.set_facts(last_inference_error=str(exc))
-                log.warning("camera %s: analysis failed: %s", self.config.name, exc)
+                self.health.set_facts(last_inference_error=str(result))
+                log.warning("camera %s: analysis failed: %s", self.config.name, result)
                 continue
             self.health.progress("frames_analysed")
             if result.detected:
@@ -361,8 +343,28 @@ class CameraPipeline:
                 tracks=sum(1 for t in result.tracks if t.confirmed),
                 last_gate=result.gate_reason or "idle",
             )
-            if result.rule_events or frame.ts - self._summary_at >= SUMMARY_PERIOD_S:
-                self._summary_at = frame.ts
-                self.health.set_facts(**analyzer.summary())
-            for kind, data in result.events:
-                await self.sink(kind, data, self.config.name, frame.ts)
+            if (result.rule_events or ts - self._summary_at >= SUMMARY_PERIOD_S) and (
+                self.analyzer is not None
+            ):
+                # Read between jobs: no worker touches this camera's analyser now.
+                self._summary_at = ts
+                self.health.set_facts(**self.analyzer.summary())
+            if result.events:
+                events.append((ts, result.events))
+        return events
+
+    async def _deliver(self) -> None:
+        while True:
+            ts, events = await self._pending.get()
+            await self._send(ts, events)
+
+    async def _send(self, ts: float, events: Events, *, at_exit: bool = False) -> None:
+        for kind, data in events:
+            if not at_exit:
+                await self.sink(kind, data, self.config.name, ts)
+                continue
+            try:
+                await self.sink(kind, data, self.config.name, ts)
+            except Exception as exc:
+                log.error("camera %s: events lost at shutdown: %s", self.config.name, exc)
+                return

@@ -252,6 +252,7 @@ class Capture:
         self.health.beat(max(c.open_timeout_s, c.read_timeout_s, c.backoff_max_s) + 1.0)
 
     def _thread_main(self) -> None:
+        self._lower_priority()
         try:
             while not self._stop.is_set():
                 self._beat()
@@ -288,6 +289,17 @@ class Capture:
         finally:
             self.finished.set()
             self.frames.close()
+
+    def _lower_priority(self) -> None:
+        if not self.config.decode_nice:
+            return
+        # On Linux the nice value belongs to the thread (setpriority(2)): only this one.
+        thread = threading.get_native_id()
+        try:
+            nice = os.getpriority(os.PRIO_PROCESS, thread) + self.config.decode_nice
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, nice))
+        except OSError as exc:
+            log.warning("camera %s: decode_nice not applied: %s", self.config.name, exc)
 
     def _backoff(self) -> None:
         self._failures += 1
