@@ -24,7 +24,15 @@ from edge_agent.errors import InferenceError
 from edge_agent.inference.decoders import Candidates, Decoder, InputSpec, choose_decoder
 from edge_agent.inference.letterbox import Letterbox, Letterboxer, letterbox
 
-__all__ = ["Detection", "Detector", "Letterbox", "letterbox", "nms", "session_options"]
+__all__ = [
+    "Detection",
+    "Detector",
+    "Letterbox",
+    "Prepared",
+    "letterbox",
+    "nms",
+    "session_options",
+]
 
 if TYPE_CHECKING:
     from edge_agent.config.cameras import DetectorConfig
@@ -35,6 +43,16 @@ SHIPPED_MODEL = {"fp32": "nanodet.onnx", "int8": "nanodet.int8.onnx"}
 SHIPPED_CLASSES = "coco.names"
 BUILD_HINT = "run scripts/build-model to build and install it"
 DEFAULT_INPUT_SIZE = {"nanodet": 416, "yolov8": 640}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A frame made into the model's input: the tensor, how it was fitted, the frame size."""
+
+    tensor: npt.NDArray[np.float32]
+    fit: Letterbox
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -220,14 +238,27 @@ class Detector:
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         """Detections in one BGR frame (H×W×3 uint8; H×W grey is accepted), best first."""
+        prepared = self.prepare(frame_bgr)
+        return self.finish(self.run_raw(prepared.tensor), prepared)
+
+    def prepare(self, frame_bgr: np.ndarray, *, buffer: int = 0) -> Prepared:
+        """`detect()` in three steps, for a caller that keeps a frame in the model while it
+        prepares the next: `prepare`, `run_raw(prepared.tensor)`, `finish`. Each thread has
+        two input tensors (`buffer` 0 or 1): one stays valid while the other is prepared."""
         frame = self._check_frame(frame_bgr)
-        # One reused input tensor per thread: inference workers may share this detector.
-        boxer: Letterboxer | None = getattr(self._local, "letterboxer", None)
-        if boxer is None:
-            boxer = self._local.letterboxer = Letterboxer(self.decoder.input_spec)
-        tensor, fit = boxer(frame)
-        candidates = self.decoder.decode(self.run_raw(tensor), self._score_floor)
-        return self._finish(candidates, fit, frame.shape[1], frame.shape[0])
+        # Input tensors per thread: inference workers may share this detector.
+        boxers: list[Letterboxer] | None = getattr(self._local, "letterboxers", None)
+        if boxers is None:
+            boxers = self._local.letterboxers = []
+        while len(boxers) <= buffer:
+            boxers.append(Letterboxer(self.decoder.input_spec))
+        tensor, fit = boxers[buffer](frame)
+        return Prepared(tensor, fit, frame.shape[1], frame.shape[0])
+
+    def finish(self, outputs: Sequence[np.ndarray], prepared: Prepared) -> list[Detection]:
+        """The detections from one run's outputs (see `prepare`)."""
+        candidates = self.decoder.decode(outputs, self._score_floor)
+        return self._finish(candidates, prepared.fit, prepared.width, prepared.height)
 
     @staticmethod
     def _check_frame(frame: np.ndarray) -> np.ndarray:

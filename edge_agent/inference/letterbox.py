@@ -4,9 +4,10 @@ The frame is resized (bilinear, or area averaging below half size), centred on a
 the padding colour, normalised per channel as `(pixel - mean) * (1 / std)` in float32 and
 laid out NCHW. `Letterboxer` does this into one input tensor it keeps: the padding is
 written once per frame size, and only the resized picture is converted on each frame, one
-channel plane at a time, straight into its place in the tensor. The arithmetic is OpenCV's
-own, in the same order as the plain way (resize, pad, convert, subtract, multiply, split),
-so the tensor is bit for bit the same; `tests/inference/test_letterbox.py` checks that.
+channel plane at a time, straight into its place in the tensor, through a table of what
+each of the 256 pixel values becomes. The table is made with OpenCV's own arithmetic, in
+the same order as the plain way (convert, subtract, multiply), so the tensor is bit for bit
+the same; `tests/inference/test_letterbox.py` checks that.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Letterboxer:
         self._mean = [float(m) for m in spec.mean]
         self._inverse_std = [1.0 / s for s in spec.std]
         self._fill = self._normalise_fill(spec)
+        self._tables = self._normalise_tables()
         self.tensor: FloatArray = np.empty((1, 3, spec.height, spec.width), np.float32)
         self._geometry: _Geometry | None = None
         self._size = (0, 0)
@@ -79,6 +81,17 @@ class Letterboxer:
         cv2.subtract(values, (*self._mean, 0.0), dst=values)  # type: ignore[call-overload]
         cv2.multiply(values, (*self._inverse_std, 0.0), dst=values)  # type: ignore[call-overload]
         return np.asarray(values[0, 0], np.float32)
+
+    def _normalise_tables(self) -> list[FloatArray]:
+        """Per channel, what each of the 256 pixel values becomes: a look-up is one pass
+        where subtracting and multiplying are two, and gives the very same numbers."""
+        tables = []
+        for mean, inverse_std in zip(self._mean, self._inverse_std, strict=True):
+            values = np.arange(256, dtype=np.float32).reshape(256, 1)
+            cv2.subtract(values, mean, dst=values)  # type: ignore[call-overload]
+            cv2.multiply(values, inverse_std, dst=values)  # type: ignore[call-overload]
+            tables.append(np.ascontiguousarray(values.reshape(256)))
+        return tables
 
     def __call__(self, frame: np.ndarray) -> tuple[FloatArray, Letterbox]:
         """The tensor for one BGR frame (H×W×3 uint8) and how the frame was fitted."""
@@ -97,12 +110,8 @@ class Letterboxer:
         cols = slice(fit.pad_x, fit.pad_x + geometry.width)
         planes = cv2.split(resized)
         for channel, plane in enumerate(self._planes):
-            target = self.tensor[0, channel, rows, cols]
-            # Written in place through the view: no temporary float image. (A number is a
-            # Scalar to OpenCV; its stubs only know arrays.)
-            mean, inverse_std = self._mean[channel], self._inverse_std[channel]
-            cv2.subtract(planes[plane], mean, dst=target, dtype=cv2.CV_32F)  # type: ignore[call-overload]
-            cv2.multiply(target, inverse_std, dst=target)  # type: ignore[call-overload]
+            # Written in place through the view: no temporary float image.
+            cv2.LUT(planes[plane], self._tables[channel], dst=self.tensor[0, channel, rows, cols])
         return self.tensor, fit
 
     def _resize_for(self, width: int, height: int) -> _Geometry:

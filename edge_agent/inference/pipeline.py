@@ -1,14 +1,14 @@
-"""The per-camera analysis: motion gate → detector → tracker → zones, run on the
-inference service's workers (`service.py`).
+"""The per-camera pipeline: frames from the capture, analysed (`analyzer.py`) on the
+inference service's threads (`service.py`), events to the sink.
 
 `app.py` hands each `CameraPipeline` a frame source (the capture's newest-frame box) and a
 sink (the outbox); inference never imports capture. Every camera's analysis runs on the
-`InferenceService` workers, so cameras share the cores instead of fighting over them.
+`InferenceService` threads, so cameras share the cores instead of fighting over them.
 
-Per frame the event loop is not in the way of the detector: a worker that finishes a frame
-goes on with the camera's next frame if one is already waiting (up to `LANE_FRAMES`), and
-the events of analysed frames are sunk by a task of their own while the next frame is
-analysed.
+Per frame the event loop is not in the way of the detector: an analysis thread that has a
+frame goes on with the camera's next frame if one is already waiting (up to `LANE_FRAMES`),
+preparing it while the model runs the current one; and the events of analysed frames are
+sunk by a task of their own while the next frames are analysed.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -28,28 +29,23 @@ from edge_agent.config.cameras import CameraConfig
 from edge_agent.contract import Kind
 from edge_agent.errors import InferenceError
 from edge_agent.health import ComponentHealth
-from edge_agent.inference.analytics import TrafficAnalytics
-from edge_agent.inference.classes import ClassFilter
-from edge_agent.inference.detector import Detection
-from edge_agent.inference.motion import MotionGate
-from edge_agent.inference.plates import PlateReader
+from edge_agent.inference.analyzer import Analysis, FrameAnalyzer, Step
+from edge_agent.inference.detector import Prepared
 from edge_agent.inference.service import InferenceService
 from edge_agent.inference.snapshots import SnapshotStore
-from edge_agent.inference.tracker import Track, Tracker
 
 __all__ = ["Analysis", "CameraPipeline", "FrameAnalyzer", "InferenceService"]
 
 log = logging.getLogger(__name__)
 
 SUMMARY_PERIOD_S = 5.0
-LANE_FRAMES = 4
-"""Frames a worker analyses for one camera before it lets the loop (and the next camera
-in the queue) in: enough to keep the detector busy, few enough to stay fair."""
+LANE_FRAMES = 8
+"""Frames an analysis thread takes for one camera before it lets the loop (and the next
+camera in the queue) in: enough to keep the model busy, few enough to stay fair."""
 PENDING_RESULTS = 64
 """Analysed frames whose events wait for the sink before analysis waits too."""
 STOP_WAIT_S = 10.0
 Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
-DetectFn = Callable[[np.ndarray], list[Detection]]
 
 
 class FrameLike(Protocol):
@@ -67,142 +63,18 @@ FrameTake = Callable[[], FrameLike | None]
 Events = list[tuple[Kind, dict[str, Any]]]
 
 
-@dataclass
-class Analysis:
-    """What one frame produced."""
-
-    events: list[tuple[Kind, dict[str, Any]]] = field(default_factory=list)
-    detected: bool = False
-    gate_reason: str = ""
-    detections: list[Detection] = field(default_factory=list)
-    tracks: list[Track] = field(default_factory=list)
-    rule_events: int = 0
-
-
 Analysed = list[tuple[float, Analysis | InferenceError]]
 """What a worker hands back: each frame's time and its analysis (or why it failed)."""
 
-RULE_KINDS = frozenset({Kind.DWELL, Kind.STOPPED, Kind.WRONG_WAY, Kind.CROWD, Kind.PLATE})
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A frame between `FrameAnalyzer.begin` and `complete`, its model run maybe queued."""
 
-class FrameAnalyzer:
-    """Gate, detector, classes, tracker and traffic analytics of one camera; synchronous,
-    one frame at a time."""
-
-    def __init__(
-        self,
-        config: CameraConfig,
-        detect: DetectFn | None,
-        *,
-        snapshots: SnapshotStore | None = None,
-        plate_snapshots: SnapshotStore | None = None,
-        plates: PlateReader | None = None,
-        gate: bool | None = None,
-    ) -> None:
-        self.config = config
-        self.detect = detect
-        motion = (
-            config.motion if gate is None else config.motion.model_copy(update={"enabled": gate})
-        )
-        self.gate = MotionGate(motion)
-        self.classes = ClassFilter.from_config(config)
-        # Tracks survive a few analysis periods unseen, never less than two seconds.
-        self.tracker = Tracker(max_age_s=max(2.0, 3.0 / config.fps))
-        self.analytics = TrafficAnalytics(config)
-        self.snapshots = snapshots
-        self.plate_snapshots = plate_snapshots
-        self.plates = plates if config.plates.enabled else None
-        self.detector_runs = 0
-        self.frames = 0
-
-    def analyse(self, image: np.ndarray, ts: float) -> Analysis:
-        self.frames += 1
-        result = Analysis()
-        if self.detect is None:
-            # No detector, nothing seen: the bins still close, with the time uncovered,
-            # so zero counts never claim an empty street.
-            result.events = self.analytics.tick(ts)
-            return result
-        decision = self.gate.decide(image, ts)
-        result.gate_reason = decision.reason
-        if decision.run:
-            self.detector_runs += 1
-            result.detected = True
-            result.detections = self.classes.apply(self.detect(image))
-            result.tracks = self.tracker.update(result.detections, ts)
-        else:
-            result.tracks = self.tracker.keep_alive(ts)
-        height, width = image.shape[:2]
-        step = self.analytics.update(result.tracks, ts, width, height)
-        result.events = step.events
-        for track, line in step.plate_reads:
-            result.events += self._read_plate(image, track, line, ts, width, height)
-        for kind, data in result.events:
-            if kind is Kind.DETECTION or kind in RULE_KINDS:
-                self._snapshot(image, kind, data, ts)
-            if kind in RULE_KINDS:
-                result.rule_events += 1
-                self.analytics.note_rule_event(kind, data, ts)
-        return result
-
-    def _read_plate(
-        self, image: np.ndarray, track: Track, line: str, ts: float, width: int, height: int
-    ) -> list[tuple[Kind, dict[str, Any]]]:
-        if self.plates is None:
-            return []
-        plate = self.plates.read_vehicle(image, track.box, lower_part=self.config.plates.lower_part)
-        if plate is None or plate.confidence < self.config.plates.min_confidence:
-            return []
-        x1, y1, x2, y2 = track.box
-        return [
-            (
-                Kind.PLATE,
-                {
-                    "camera": self.config.name,
-                    "line": line,
-                    "track_id": track.id,
-                    "label": track.label,
-                    "text": plate.text,
-                    "confidence": round(plate.confidence, 4),
-                    "box": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
-                    "plate_box": [round(v, 1) for v in plate.box],
-                    "frame_size": [width, height],
-                },
-            )
-        ]
-
-    def _snapshot(self, image: np.ndarray, kind: Kind, data: dict[str, Any], ts: float) -> None:
-        store = self.plate_snapshots if kind is Kind.PLATE else self.snapshots
-        if store is None:
-            return
-        subject = data.get("track_id", data.get("zone", ""))
-        place = data.get("zone") or data.get("line") or ""
-        # Detection snapshots keep their old names; rule events say their kind.
-        what = "" if kind is Kind.DETECTION else f"{kind.value}-"
-        path = store.save(image, f"{int(ts * 1000)}-{what}{subject}-{place}")
-        if path is not None:
-            data["snapshot"] = path.name
-
-    def tick(self, now: float) -> list[tuple[Kind, dict[str, Any]]]:
-        """Bins that ended while no frame came (an outage): published on the clock."""
-        return self.analytics.tick(now)
-
-    def finish(self, ts: float) -> list[tuple[Kind, dict[str, Any]]]:
-        """The counts of the unfinished bin, at shutdown."""
-        return self.analytics.finish(ts)
-
-    def summary(self) -> dict[str, Any]:
-        """Facts for the status page: today's counts and the last rule events."""
-        a = self.analytics
-        return {
-            "today_date": a.today_date,
-            "today": {m: dict(c) for m, c in a.today.items()},
-            "today_lines": {
-                line: {d: dict(c) for d, c in per_dir.items()}
-                for line, per_dir in a.today_lines.items()
-            },
-            "last_rule_events": list(a.last_rule_events),
-        }
+    step: Step | None
+    prepared: Prepared | None
+    run: Future[list[np.ndarray]] | None
+    failed: tuple[float, InferenceError] | None = None
 
 
 @dataclass(frozen=True)
@@ -313,19 +185,52 @@ class CameraPipeline:
                 await self._pending.put((ts, events))
 
     def _analyse_lane(self, analyzer: FrameAnalyzer, frame: FrameLike) -> Analysed:
-        """On a worker: this frame, then the frames already waiting, in order."""
+        """On an analysis thread: this frame, then the frames already waiting, in order.
+
+        The model runs on a model thread; meanwhile this thread begins the next frame (gate,
+        letterbox into the other input tensor) and completes the one before (outputs, NMS,
+        tracking, analytics). So the model thread goes from run to run, and the rest is
+        done beside it."""
         done: Analysed = []
-        while True:
-            try:
-                done.append((frame.ts, analyzer.analyse(frame.image, frame.ts)))
-            except InferenceError as exc:
-                done.append((frame.ts, exc))
-            if self.take is None or len(done) >= LANE_FRAMES:
-                return done
-            waiting = self.take()
-            if waiting is None:
-                return done
-            frame = waiting
+        in_flight = deque([self._begin(analyzer, frame, buffer=0)])
+        taken = 1
+        while in_flight:
+            if self.take is not None and taken < LANE_FRAMES and len(in_flight) < 2:
+                waiting = self.take()
+                if waiting is not None:
+                    # Begun before waiting for the model: its run queues behind this one,
+                    # in the other input tensor (the one before it is complete).
+                    in_flight.append(self._begin(analyzer, waiting, buffer=taken % 2))
+                    taken += 1
+            done.append(self._complete(analyzer, in_flight.popleft()))
+        return done
+
+    def _begin(self, analyzer: FrameAnalyzer, frame: FrameLike, *, buffer: int) -> _InFlight:
+        try:
+            step = analyzer.begin(frame.image, frame.ts)
+            detector = self.service.detector
+            if not step.detect or detector is None:
+                return _InFlight(step, None, None)
+            prepared = detector.prepare(frame.image, buffer=buffer)
+            return _InFlight(step, prepared, self.service.run_model(prepared.tensor))
+        except InferenceError as exc:
+            return _InFlight(None, None, None, failed=(frame.ts, exc))
+
+    def _complete(
+        self, analyzer: FrameAnalyzer, job: _InFlight
+    ) -> tuple[float, Analysis | InferenceError]:
+        if job.failed is not None:
+            return job.failed
+        assert job.step is not None
+        try:
+            detections = None
+            if job.run is not None and job.prepared is not None:
+                detector = self.service.detector
+                assert detector is not None
+                detections = detector.finish(job.run.result(), job.prepared)
+            return job.step.ts, analyzer.complete(job.step, detections)
+        except InferenceError as exc:
+            return job.step.ts, exc
 
     def _record(self, results: Analysed) -> list[tuple[float, Events]]:
         """Health for the analysed frames; returns their events to send, in order."""

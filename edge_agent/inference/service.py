@@ -1,19 +1,28 @@
 """The inference service: the detector, loaded once, and the threads every camera's
 analysis runs on.
 
-All cameras share one onnxruntime session. One camera gets one worker thread whose model
-runs use `intra_op_threads` threads; several cameras get up to `intra_op_threads` workers
-whose runs use one thread each (`detector.workers = "auto"`). On a small CPU that is more
-frames per second for the same threads: a run on one thread never waits at the end of a
-layer for a sibling thread that the scheduler gave to a capture thread. Each camera still
-has at most one frame in analysis (`CameraPipeline` waits for its job), so a camera's
-frames are analysed in order and its analyser is only ever touched by one thread at a time.
+All cameras share one onnxruntime session. Two kinds of threads:
+
+* model threads (`workers`) do nothing but model runs. One camera gets one, whose runs use
+  `intra_op_threads` threads; several cameras get up to `intra_op_threads`, whose runs use
+  one thread each (`detector.workers = "auto"`). On a small CPU that is more frames per
+  second for the same threads: a run on one thread never waits at the end of a layer for a
+  sibling thread that the scheduler gave to a capture thread.
+* analysis threads (as many as cameras, at most two per model thread) do the rest: the
+  motion gate, letterboxing, output decoding, NMS, tracking, analytics. They run at
+  `ANALYSIS_NICE` among the agent's threads, so they fill the gaps the model leaves; and a
+  camera's next frame is prepared while the model runs this one (see `CameraPipeline`).
+
+Each camera has at most one job on the analysis threads at a time, so its frames are
+analysed in order and its analyser is only ever touched by one thread at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +41,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PROBE_PERIOD_S = 5.0
 HUNG_AFTER_S = 30.0
+ANALYSIS_NICE = 5
+"""Added to the analysis threads' niceness: below the model threads, above the capture's."""
 
 
 def plan_threads(config: DetectorConfig, cameras: int) -> tuple[int, int]:
@@ -67,21 +78,31 @@ class InferenceService:
         self.floors = floors
         self.want_plates = plates
         self.workers, self.run_threads = plan_threads(config, cameras)
+        self.analysts = max(1, min(cameras, 2 * self.workers))
         self.detector: Detector | None = None
         self.plates: PlateReader | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._models: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> InferenceService:
+        self._models = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="model")
         self._executor = ThreadPoolExecutor(
-            max_workers=self.workers, thread_name_prefix="inference"
+            max_workers=self.analysts,
+            thread_name_prefix="inference",
+            initializer=_lower_priority,
+            initargs=(ANALYSIS_NICE,),
         )
-        self.health.set_facts(workers=self.workers, threads_per_run=self.run_threads)
+        self.health.set_facts(
+            workers=self.workers, threads_per_run=self.run_threads, analysis_threads=self.analysts
+        )
+        loop = asyncio.get_running_loop()
         try:
-            self.detector = await self.submit(
-                Detector.from_config,
-                self.config,
-                model_dir=self.model_dir,
-                intra_op_threads=self.run_threads,
+            # Built on a model thread: onnxruntime's own threads inherit its priority.
+            self.detector = await loop.run_in_executor(
+                self._models,
+                lambda: Detector.from_config(
+                    self.config, model_dir=self.model_dir, intra_op_threads=self.run_threads
+                ),
             )
         except InferenceError as exc:
             log.error("detector unavailable, cameras run without detection: %s", exc)
@@ -112,8 +133,9 @@ class InferenceService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        for pool in (self._executor, self._models):
+            if pool is not None:
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         self.health.set_state(State.STOPPED)
 
     async def run(self) -> None:
@@ -123,6 +145,8 @@ class InferenceService:
             try:
                 async with asyncio.timeout(HUNG_AFTER_S):
                     await self.submit(time.monotonic)
+                    if self._models is not None:
+                        await asyncio.wrap_future(self._models.submit(time.monotonic))
             except TimeoutError:
                 why = reason(
                     "inference_stuck",
@@ -146,3 +170,20 @@ class InferenceService:
 
     async def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.wrap_future(self.start(fn, *args, **kwargs))
+
+    def run_model(self, tensor: Any) -> Future[list[Any]]:
+        """Queue one model run for a model thread (from an analysis thread)."""
+        if self._models is None or self.detector is None:
+            raise InferenceError("the inference service has no model running")
+        return self._models.submit(self.detector.run_raw, tensor)
+
+
+def _lower_priority(nice: int) -> None:
+    # On Linux the nice value belongs to the thread (setpriority(2)): only this one.
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(
+            os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice)
+        )
+    except OSError as exc:
+        log.warning("analysis threads keep their priority: %s", exc)

@@ -19,9 +19,10 @@ import pytest
 from edge_agent.config import CameraConfig, DetectorConfig
 from edge_agent.contract import Kind
 from edge_agent.health import ComponentHealth
-from edge_agent.inference.detector import Detection, Detector
+from edge_agent.inference.detector import Detector
 from edge_agent.inference.pipeline import CameraPipeline, FrameAnalyzer, InferenceService
 from edge_agent.inference.service import plan_threads
+from edge_agent.inference.snapshots import SnapshotStore
 
 # Recent frames: a clock tick while no frame comes closes only the bins since then.
 START = time.time() - 60
@@ -163,27 +164,29 @@ async def test_two_cameras_on_two_workers_give_what_one_thread_gives(
         assert got, name
 
 
-class Held:
-    """The real detector, except that the call for frame `hold_at` waits to be released."""
+class HeldSnapshots(SnapshotStore):
+    """A real snapshot store whose first save waits to be released: it holds the frame
+    whose detection events it belongs to in analysis."""
 
-    def __init__(self, detector: Detector, hold_at: int) -> None:
-        self.detector = detector
-        self.hold_at = hold_at
-        self.calls = 0
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, max_count=10, max_bytes=10_000_000)
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, image: np.ndarray) -> list[Detection]:
-        self.calls += 1
-        if self.calls == self.hold_at:
+    def save(self, image: np.ndarray, name: str) -> Path | None:
+        if not self.started.is_set():
             self.started.set()
             self.release.wait(30)
-        return self.detector.detect(image)
+        return super().save(image, name)
+
+
+def without_snapshots(events: list[Any]) -> list[Any]:
+    return [(k, {n: v for n, v in d.items() if n != "snapshot"}, ts) for k, d, ts in events]
 
 
 @pytest.mark.asyncio
 async def test_a_frame_in_analysis_at_shutdown_keeps_its_events(
-    model_dir: Path, media_dir: Path
+    model_dir: Path, media_dir: Path, tmp_path: Path
 ) -> None:
     # Two frames: the second confirms the tracks, which makes the detection events.
     frames = street(media_dir, 2)
@@ -191,6 +194,7 @@ async def test_a_frame_in_analysis_at_shutdown_keeps_its_events(
         DetectorConfig(), model_dir=model_dir, health=ComponentHealth("inference")
     )
     sink, config = Sink(), camera("door")
+    snapshots = HeldSnapshots(tmp_path / "snapshots")
     async with service:
         assert service.detector is not None
         expected = serial(service.detector, config, frames)
@@ -201,21 +205,20 @@ async def test_a_frame_in_analysis_at_shutdown_keeps_its_events(
             service=service,
             sink=sink,
             health=ComponentHealth("analysis:door"),
+            snapshots=snapshots,
         )
         await pipeline.__aenter__()
-        assert pipeline.analyzer is not None
-        held = Held(service.detector, hold_at=2)
-        pipeline.analyzer.detect = held
         task = asyncio.create_task(pipeline.run())
-        await asyncio.to_thread(held.started.wait, 30)
+        assert await asyncio.to_thread(snapshots.started.wait, 30)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         # Released only once the pipeline is closing, with the second frame in analysis.
-        asyncio.get_running_loop().call_soon(held.release.set)
+        asyncio.get_running_loop().call_soon(snapshots.release.set)
         await pipeline.__aexit__(None, None, None)
     detections = [e for e in sink.events if e[0] is Kind.DETECTION]
     assert detections
-    assert detections == [e for e in expected if e[0] is Kind.DETECTION]
+    assert without_snapshots(detections) == [e for e in expected if e[0] is Kind.DETECTION]
+    assert {d["snapshot"] for _, d, _ in detections} == {p.name for p in snapshots.files()}
     # The final counts come last, after the events of the frame that was in analysis.
     assert sink.events[-1][0] is Kind.COUNT
