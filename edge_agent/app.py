@@ -208,6 +208,7 @@ class Agent:
                 health=self.registry.register(
                     f"camera:{camera.name}", kind="camera", role=Role.SOURCE
                 ),
+                cameras=len(cameras),
             )
             self.captures[camera.name] = capture
             snapshots = SnapshotStore(

@@ -179,14 +179,15 @@ class CameraConfig(Section):
     backoff_max_s: float = Field(
         default=60.0, ge=1, description="Cap of the delay between reconnection attempts."
     )
-    decode_nice: int = Field(
-        default=10,
-        ge=0,
-        le=19,
+    decode_nice: Literal["auto"] | int = Field(
+        default="auto",
         description=(
             "Niceness (0..19) added to the capture thread's, relative to the agent's other "
-            "threads: decoding then fills the gaps the detector's threads leave instead of "
-            "taking a core from them mid-run; it still gets the little CPU it needs."
+            "threads, so that decoding fills the gaps the detector's threads leave instead "
+            "of delaying a model run. 'auto': 19 when the agent has one camera (the model "
+            "then only runs frames this thread decoded, so it cannot starve it), 0 with "
+            "several (other cameras' model runs could keep a low-priority decoder behind "
+            "its stream)."
         ),
     )
     motion: MotionConfig = Field(
@@ -295,6 +296,13 @@ class CameraConfig(Section):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("decode_nice")
+    @classmethod
+    def _nice_in_range(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if value != "auto" and not 0 <= value <= 19:
+            raise ValueError(f"must be 'auto' or 0..19, got {value}")
         return value
 
     @field_validator("class_thresholds")

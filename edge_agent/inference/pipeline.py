@@ -64,7 +64,7 @@ Events = list[tuple[Kind, dict[str, Any]]]
 
 
 Analysed = list[tuple[float, Analysis | InferenceError]]
-"""What a worker hands back: each frame's time and its analysis (or why it failed)."""
+"""What a lane hands back: each frame's time and its analysis (or why it failed)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class _InFlight:
 
 @dataclass(frozen=True)
 class _Job:
-    """The work a camera has on the inference workers: an analysis or a clock tick."""
+    """The work a camera has on the analysis threads: frames to analyse or a clock tick."""
 
     future: Future[Any]
     ts: float
@@ -87,11 +87,11 @@ class _Job:
 
 
 class CameraPipeline:
-    """Takes each camera's newest frame, analyses it on an inference worker and sends the
-    resulting events to the sink.
+    """Takes each camera's newest frame, analyses it on the inference service's threads
+    and sends the resulting events to the sink.
 
-    `take` (optional) is the frame source's non-waiting side: with it, a worker goes on
-    with a frame that is already waiting instead of handing back to the loop first.
+    `take` (optional) is the frame source's non-waiting side: with it, an analysis thread
+    goes on with a frame that is already waiting instead of handing back to the loop first.
     """
 
     def __init__(
@@ -251,7 +251,7 @@ class CameraPipeline:
             if (result.rule_events or ts - self._summary_at >= SUMMARY_PERIOD_S) and (
                 self.analyzer is not None
             ):
-                # Read between jobs: no worker touches this camera's analyser now.
+                # Read between jobs: no thread touches this camera's analyser now.
                 self._summary_at = ts
                 self.health.set_facts(**self.analyzer.summary())
             if result.events:

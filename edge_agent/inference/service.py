@@ -10,8 +10,9 @@ All cameras share one onnxruntime session. Two kinds of threads:
   sibling thread that the scheduler gave to a capture thread.
 * analysis threads (as many as cameras, at most two per model thread) do the rest: the
   motion gate, letterboxing, output decoding, NMS, tracking, analytics. They run at
-  `ANALYSIS_NICE` among the agent's threads, so they fill the gaps the model leaves; and a
-  camera's next frame is prepared while the model runs this one (see `CameraPipeline`).
+  `ANALYSIS_NICE` among the agent's threads, so they fill the gaps the model leaves instead
+  of delaying its runs; and a camera's next frame is prepared while the model runs this
+  one (see `CameraPipeline`).
 
 Each camera has at most one job on the analysis threads at a time, so its frames are
 analysed in order and its analyser is only ever touched by one thread at a time.
@@ -41,8 +42,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PROBE_PERIOD_S = 5.0
 HUNG_AFTER_S = 30.0
-ANALYSIS_NICE = 5
-"""Added to the analysis threads' niceness: below the model threads, above the capture's."""
+ANALYSIS_NICE = 19
+"""Added to the analysis threads' niceness. They cannot be starved by the model threads,
+whose work is only what they prepared; at 19 they still get their share against other
+processes (unlike SCHED_IDLE), so the service's probe never waits on them for long."""
 
 
 def plan_threads(config: DetectorConfig, cameras: int) -> tuple[int, int]:

@@ -1,8 +1,8 @@
-"""The capture thread runs at `decode_nice` among the agent's threads; the rest keep 0."""
+"""The capture thread runs at `decode_nice` above the agent's niceness; the rest keep theirs.
+'auto' lowers it only for an agent's one camera."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from pathlib import Path
@@ -15,7 +15,7 @@ from edge_agent.sensors.camera import Capture
 from tests.camera.test_capture import Recorder
 
 
-async def thread_nice(config: CameraConfig) -> int:
+async def thread_nice(config: CameraConfig, *, cameras: int = 1) -> int:
     capture = Capture(
         config,
         sink=Recorder(),
@@ -23,6 +23,7 @@ async def thread_nice(config: CameraConfig) -> int:
         pace=False,
         rate_limit=False,
         lossless=True,
+        cameras=cameras,
     )
     async with capture:
         # The first frame proves the thread is past its start, where it sets its niceness.
@@ -33,17 +34,19 @@ async def thread_nice(config: CameraConfig) -> int:
 
 
 @pytest.mark.asyncio
-async def test_capture_thread_is_nicer_than_the_rest(short_clip: Path) -> None:
+@pytest.mark.parametrize(
+    ("decode_nice", "cameras", "added"), [("auto", 1, 19), ("auto", 4, 0), (7, 4, 7), (0, 1, 0)]
+)
+async def test_capture_thread_niceness(
+    short_clip: Path, decode_nice: str | int, cameras: int, added: int
+) -> None:
     own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    config = CameraConfig(name="clip", source=str(short_clip), fps=5)
-    assert config.decode_nice == 10
-    assert await thread_nice(config) == min(19, own + 10)
+    config = CameraConfig(name="clip", source=str(short_clip), fps=5, decode_nice=decode_nice)
+    assert await thread_nice(config, cameras=cameras) == min(19, own + added)
     # Only that thread: the loop's own thread is untouched.
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
 
 
-@pytest.mark.asyncio
-async def test_decode_nice_zero_leaves_the_thread_as_it_was(short_clip: Path) -> None:
-    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    config = CameraConfig(name="flat", source=str(short_clip), fps=5, decode_nice=0)
-    assert await asyncio.wait_for(thread_nice(config), 30) == own
+def test_decode_nice_out_of_range_is_named() -> None:
+    with pytest.raises(ValueError, match="decode_nice"):
+        CameraConfig(name="clip", source="x", decode_nice=20)
