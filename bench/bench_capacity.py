@@ -1,18 +1,27 @@
 """Capacity of one node: how many cameras one agent analyses at 5 fps.
 
-  1. Where a frame's time goes, in-process on the H.264 clip: decode (grab + retrieve),
-     letterbox, inference (onnxruntime), output decoding and NMS, classes + tracking +
-     analytics; each as a share of the whole.
-  2. 1, 2, 4, 6 and 8 RTSP streams (the test RTSP server, tests/camera/rtsp_server.py,
+  1. Where an analysed frame's time goes, in-process on the H.264 clip (10 fps, every other
+     frame analysed, gate on as in the agent): grab (H.264 decode of every frame), retrieve
+     (YUV to BGR of the analysed ones), motion gate, letterbox, model run, outputs (decoding
+     and NMS), classes + tracking + analytics. CPU per analysed frame for each, with the
+     model run both ways the service can run it (one run at a time on 2 threads, or runs on
+     1 thread each, side by side), and what that makes: cameras at 5 fps per 2 cores.
+  2. Batching: whether the model takes more than one frame per run, and (with `onnx`
+     installed) what a batch of 4 would save per frame on a batch-capable copy of it.
+  3. Memory of one camera, part by part (bench/capacity_memory.py in a fresh interpreter
+     each): imports, the session (arena and memory pattern both ways), the video, frames
+     in flight, snapshots; the baseline is the agent without a camera.
+  4. 1, 2, 4, 6 and 8 RTSP streams (the test RTSP server, tests/camera/rtsp_server.py,
      serving vtest.avi as H.264 on loopback) to one `edge-agent run` at 5 fps each, motion
      gate on, fp32 and int8: analysed fps per camera (ratio to the 5 fps asked), frames
      dropped (overwritten before analysis), CPU (cores) and RSS, beside the same agent with
-     no camera (the baseline RSS). The RTSP server runs on the same cores.
+     no camera (the baseline RSS). The RTSP server runs on the same cores. `--env K=V`
+     runs the agents with that environment too (e.g. the allocator settings for the unit).
 
 Runs are long and load the whole machine: keep full runs few on a shared machine.
 Needs models/, media/, ffmpeg and the RTSP server's Debian packages (scripts/setup).
 Usage: python bench/bench_capacity.py [--cameras 1,2,4,6,8] [--variants fp32,int8]
-       [--seconds 30] [--quick]
+       [--seconds 30] [--env MALLOC_ARENA_MAX=2 ...] [--skip-agents] [--quick]
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -38,11 +48,11 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from capacity_batching import batching  # noqa: E402  (bench/ is the script's directory)
+
 from edge_agent.config import CameraConfig  # noqa: E402
-from edge_agent.inference.analytics import TrafficAnalytics  # noqa: E402
-from edge_agent.inference.classes import ClassFilter  # noqa: E402
-from edge_agent.inference.detector import Detector, letterbox  # noqa: E402
-from edge_agent.inference.tracker import Tracker  # noqa: E402
+from edge_agent.inference.detector import Detector  # noqa: E402
+from edge_agent.inference.pipeline import FrameAnalyzer  # noqa: E402
 
 MODELS = REPO / "models"
 VTEST = REPO / "media" / "vtest.avi"
@@ -69,47 +79,115 @@ def h264_clip(workdir: Path) -> Path:
     return clip
 
 
+def process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def stages(clip: Path, variant: str, frames: int) -> None:
     model = MODELS / ("nanodet.onnx" if variant == "fp32" else "nanodet.int8.onnx")
-    detector = Detector(model=model, classes=MODELS / "coco.names")
     config = CameraConfig(name="c", source="x", fps=FPS)
-    keep, tracker, analytics = ClassFilter.from_config(config), Tracker(), TrafficAnalytics(config)
-    capture = cv2.VideoCapture(str(clip))
-    spent = dict.fromkeys(("decode", "letterbox", "inference", "outputs", "tracking"), 0.0)
-    done = 0
-    index = 0
+    runs = {
+        f"{threads} thread{'s' if threads > 1 else ''} per run": Detector(
+            model=model, classes=MODELS / "coco.names", intra_op_threads=threads
+        )
+        for threads in (2, 1)
+    }
+    detector = next(iter(runs.values()))
+    analyzer = FrameAnalyzer(config, detector.detect)
+    capture = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    spent = dict.fromkeys(("grab", "retrieve", "gate", "letterbox", "outputs", "tracking"), 0.0)
+    model_cpu = dict.fromkeys(runs, 0.0)
+    model_wall = dict.fromkeys(runs, 0.0)
+    done = index = detected = 0
+    # Thread CPU for the single-threaded stages; the whole process's CPU for a model run
+    # (onnxruntime's pool threads work for it too).
+    clock = time.thread_time
     while done < frames:
-        t0 = time.perf_counter()
+        t0 = clock()
         if not capture.grab():
             break
         index += 1
+        spent["grab"] += clock() - t0
         if index % 2:  # 10 fps source, 5 fps analysed: the other frame is only grabbed
-            spent["decode"] += time.perf_counter() - t0
             continue
+        t0 = clock()
         _, frame = capture.retrieve()
-        t1 = time.perf_counter()
-        tensor, _ = letterbox(frame, detector.input_spec)
-        t2 = time.perf_counter()
-        detector.run_raw(tensor)
-        t3 = time.perf_counter()
-        # The whole detect() again: what it costs beyond letterbox and inference is the
-        # output decoding and NMS.
-        found = detector.detect(frame)
-        t4 = time.perf_counter()
-        tracks = tracker.update(keep.apply(found), done / FPS)
-        analytics.update(tracks, done / FPS, frame.shape[1], frame.shape[0])
-        t5 = time.perf_counter()
-        spent["decode"] += t1 - t0
-        spent["letterbox"] += t2 - t1
-        spent["inference"] += t3 - t2
-        spent["outputs"] += max(0.0, (t4 - t3) - (t3 - t1))
-        spent["tracking"] += t5 - t4
+        t1 = clock()
+        step = analyzer.begin(frame, done / FPS)
+        t2 = clock()
+        spent["retrieve"] += t1 - t0
+        spent["gate"] += t2 - t1
+        detections = None
+        if step.detect:
+            detected += 1
+            t0 = clock()
+            prepared = detector.prepare(frame)
+            spent["letterbox"] += clock() - t0
+            for name, each in runs.items():
+                c0, w0 = process_cpu(), time.perf_counter()
+                outputs = each.run_raw(prepared.tensor)
+                model_cpu[name] += process_cpu() - c0
+                model_wall[name] += time.perf_counter() - w0
+            t0 = clock()
+            detections = detector.finish(outputs, prepared)
+            spent["outputs"] += clock() - t0
+        t0 = clock()
+        analyzer.complete(step, detections)
+        spent["tracking"] += clock() - t0
         done += 1
     capture.release()
-    total = sum(spent.values())
-    print(f"   {variant}: {done} analysed frames, {total / done * 1000:.1f} ms per analysed frame")
-    for name, seconds in spent.items():
-        print(f"     {name:10s} {seconds / done * 1000:7.2f} ms  share {seconds / total:.3f}")
+    per_frame = {k: v / done * 1000 for k, v in spent.items()}
+    print(
+        f"   {variant}: {done} analysed frames ({detected} through the detector), CPU ms"
+        " per analysed frame:"
+    )
+    for name in runs:
+        run_ms = model_cpu[name] / max(detected, 1) * 1000 * detected / done
+        total = sum(per_frame.values()) + run_ms
+        wall_ms = model_wall[name] / max(detected, 1) * 1000
+        print(f"     model run, {name}: {run_ms:6.2f} ms (wall {wall_ms:.2f})")
+        line = ", ".join(f"{k} {v:.2f} ({v / total:.1%})" for k, v in per_frame.items())
+        print(f"       beside it: {line}; total {total:.1f} ms, the run {run_ms / total:.1%}")
+        print(
+            f"       2 cores / ({FPS:g} fps x {total:.1f} ms) = {2000 / (FPS * total):.1f}"
+            " cameras if nothing else ran"
+        )
+
+
+def memory(workdir: Path, clip: Path, env: dict[str, str]) -> None:
+    script = Path(__file__).resolve().parent / "capacity_memory.py"
+    runs = [("int8", "1", "0", {}), ("int8", "1", "1", {}), ("int8", "0", "0", {})]
+    runs += [("fp32", "1", "0", {})]
+    if env:
+        runs.append(("int8", "1", "0", env))
+    for variant, arena, pattern, extra in runs:
+        command = [sys.executable, str(script), variant, arena, pattern, str(clip)]
+        child = subprocess.run(
+            [*command, str(workdir / "snap")],
+            capture_output=True, text=True, check=True, env={**os.environ, **extra},
+        )  # fmt: skip
+        steps = [json.loads(line) for line in child.stdout.splitlines()]
+        label = f"{variant}, arena {'on' if arena == '1' else 'off'}, memory pattern "
+        label += f"{'on' if pattern == '1' else 'off'}"
+        label += "".join(f", {k}={v}" for k, v in extra.items())
+        print(f"   {label}:")
+        base = next(s for s in steps if s["step"] == "agent without a camera")
+        previous = None
+        for item in steps:
+            if previous is not None and item["step"] != "agent without a camera":
+                print(
+                    f"     {item['step']:42s} +{item['VmRSS'] - previous['VmRSS']:5.1f} MiB"
+                    f" (anon {item['RssAnon'] - previous['RssAnon']:+5.1f},"
+                    f" files {item['RssFile'] - previous['RssFile']:+5.1f})"
+                )
+            previous = item
+        last = steps[-1]
+        print(
+            f"     one camera in all {last['VmRSS']:6.1f} MiB (anon {last['RssAnon']:.1f},"
+            f" files {last['RssFile']:.1f}); baseline, no camera, {base['VmRSS']:.1f} MiB:"
+            f" ratio {last['VmRSS'] / base['VmRSS']:.2f}; aim <= 150 MB = 143.1 MiB"
+        )
 
 
 def agent_config(workdir: Path, tag: str, urls: list[str], variant: str, web_port: int) -> Path:
@@ -146,12 +224,17 @@ def counters(snapshot: dict[str, Any], prefix: str, counter: str) -> dict[str, f
 
 
 def run_agent(
-    workdir: Path, tag: str, urls: list[str], variant: str, seconds: float
+    workdir: Path,
+    tag: str,
+    urls: list[str],
+    variant: str,
+    seconds: float,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     port = free_port()
     config = agent_config(workdir, tag, urls, variant, port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
-    env.update(PYTHONPATH=str(REPO), EDGE_AGENT_MQTT__ENABLED="false")
+    env.update(PYTHONPATH=str(REPO), EDGE_AGENT_MQTT__ENABLED="false", **(extra_env or {}))
     agent = subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -199,6 +282,11 @@ def main() -> None:
     parser.add_argument("--variants", default="fp32,int8")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--stage-frames", type=int, default=150)
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="also run the agents (and the memory steps) with this environment",
+    )  # fmt: skip
+    parser.add_argument("--skip-agents", action="store_true", help="sections 1-3 only")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -212,6 +300,7 @@ def main() -> None:
             )
     variants = args.variants.split(",")
     counts = [int(n) for n in args.cameras.split(",")]
+    extra = dict(item.split("=", 1) for item in args.env)
     print(
         f"cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}"
         " (other work shares them)"
@@ -219,32 +308,53 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         clip = h264_clip(workdir)
-        print("\n1. where an analysed frame's time goes (in-process, one camera, gate off)")
+        print("\n1. where an analysed frame's time goes (in-process, one camera, gate on)")
         for variant in variants:
             stages(clip, variant, args.stage_frames)
-        port = free_port()
-        server = subprocess.Popen(
-            ["/usr/bin/python3", str(RTSP_SERVER), str(clip), str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert server.stdout is not None
-            if server.stdout.readline().strip() != "ready":
-                raise SystemExit(f"RTSP server did not start: {server.communicate()[1]}")
-            url = f"rtsp://127.0.0.1:{port}/stream"
-            print("\n2. one agent, N RTSP cameras at 5 fps each, motion gate on")
-            bare = run_agent(workdir, "none", [], variants[0], min(args.seconds, 10.0))
-            print(
-                f"   no camera: RSS {bare['rss_mib']:.0f} MiB, CPU {bare['cpu']:.2f} cores"
-                " (baseline)"
-            )
-            header = (
-                "   variant cams  fps/cam (min)  ratio  dropped/s  CPU cores  RSS MiB  RSS/none"
-            )
-            print(header)
+        print("\n2. batching frames of several cameras into one model run")
+        for variant in variants:
+            batching(variant)
+        print("\n3. memory of one camera, part by part (a fresh interpreter each)")
+        memory(workdir, clip, extra)
+        if args.skip_agents:
+            return
+        agents(workdir, clip, variants, counts, args.seconds, extra)
+    print(
+        "   aims: 8 cameras int8 at ratio 1.00 without drops on 2 cores;"
+        " RSS with one camera <= 150 MB"
+    )
+
+
+def agents(
+    workdir: Path,
+    clip: Path,
+    variants: list[str],
+    counts: list[int],
+    seconds: float,
+    extra: dict[str, str],
+) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        ["/usr/bin/python3", str(RTSP_SERVER), str(clip), str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "ready":
+            raise SystemExit(f"RTSP server did not start: {server.communicate()[1]}")
+        url = f"rtsp://127.0.0.1:{port}/stream"
+        print("\n4. one agent, N RTSP cameras at 5 fps each, motion gate on")
+        bare = run_agent(workdir, "none", [], variants[0], min(seconds, 10.0))
+        print(
+            f"   no camera: RSS {bare['rss_mib']:.0f} MiB, CPU {bare['cpu']:.2f} cores (baseline)"
+        )
+        print("   variant cams  fps/cam (min)  ratio  dropped/s  CPU cores  RSS MiB  RSS/none")
+        environments = [("", {})] + ([(" (with --env)", extra)] if extra else [])
+        for label, env in environments:
             for variant in variants:
                 for n in counts:
-                    r = run_agent(workdir, f"{variant}-{n}", [url] * n, variant, args.seconds)
+                    tag = f"{variant}-{n}{'-env' if env else ''}"
+                    r = run_agent(workdir, tag, [url] * n, variant, seconds, env)
                     rates = list(r["fps"].values())
                     mean = sum(rates) / len(rates)
                     dropped = sum(r["drops"].values()) / r["wall"]
@@ -252,20 +362,16 @@ def main() -> None:
                         f"   {variant:7s} {n:4d}  {mean:5.2f} ({min(rates):4.2f})"
                         f"   {mean / FPS:5.2f}  {dropped:9.2f}  {r['cpu']:9.2f}"
                         f"  {r['rss_mib']:7.0f}"
-                        f"  {r['rss_mib'] / bare['rss_mib']:8.2f}",
+                        f"  {r['rss_mib'] / bare['rss_mib']:8.2f}{label}",
                         flush=True,
                     )
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.communicate()
-    print(
-        "   aims: 8 cameras int8 at ratio 1.00 without drops on 2 cores;"
-        " RSS with one camera <= 150 MB"
-    )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()
 
 
 if __name__ == "__main__":

@@ -266,6 +266,7 @@ class Agent:
                 health=self.registry.register("inference", kind="inference"),
                 floors=lambda labels: detector_floors(cameras, labels, settings.detector.threshold),
                 plates=any(camera.plates.enabled for camera in cameras),
+                cameras=len(cameras),
             )
             self.components.append(self.inference)
         for camera in cameras:
@@ -275,6 +276,7 @@ class Agent:
                 health=self.registry.register(
                     f"camera:{camera.name}", kind="camera", role=Role.SOURCE, label=camera.label
                 ),
+                cameras=len(cameras),
             )
             self.captures[camera.name] = capture
             snapshots = SnapshotStore(
@@ -295,6 +297,7 @@ class Agent:
                 CameraPipeline(
                     camera,
                     frames=capture.frames.get,
+                    take=capture.frames.take,
                     service=self.inference,
                     sink=self._to_outbox,
                     health=self.registry.register(

@@ -185,6 +185,17 @@ class CameraConfig(Section):
     backoff_max_s: float = Field(
         default=60.0, ge=1, description="Cap of the delay between reconnection attempts."
     )
+    decode_nice: Literal["auto"] | int = Field(
+        default="auto",
+        description=(
+            "Niceness (0..19) added to the capture thread's, relative to the agent's other "
+            "threads, so that decoding fills the gaps the detector's threads leave instead "
+            "of delaying a model run. 'auto': 19 when the agent has one camera (the model "
+            "then only runs frames this thread decoded, so it cannot starve it), 0 with "
+            "several (other cameras' model runs could keep a low-priority decoder behind "
+            "its stream)."
+        ),
+    )
     motion: MotionConfig = Field(
         default_factory=MotionConfig, description="Motion gate in front of the detector."
     )
@@ -293,6 +304,13 @@ class CameraConfig(Section):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
+    @field_validator("decode_nice")
+    @classmethod
+    def _nice_in_range(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if value != "auto" and not 0 <= value <= 19:
+            raise ValueError(f"must be 'auto' or 0..19, got {value}")
+        return value
+
     @field_validator("class_thresholds")
     @classmethod
     def _scores_in_range(cls, value: dict[str, float]) -> dict[str, float]:
@@ -348,7 +366,23 @@ class DetectorConfig(Section):
         description="Overlap (IoU) above which a lower-scored box of the same class is dropped.",
     )
     intra_op_threads: int = Field(
-        default=2, ge=1, le=64, description="CPU threads one model run may use."
+        default=2,
+        ge=1,
+        le=64,
+        description=(
+            "CPU threads one model run may use; with workers = 'auto', the threads all model "
+            "runs share."
+        ),
+    )
+    workers: Literal["auto"] | int = Field(
+        default="auto",
+        description=(
+            "Model runs at a time, each camera's frames one after another: 'auto' runs one "
+            "at a time with intra_op_threads threads for one camera, and with several "
+            "cameras up to intra_op_threads at a time with one thread each (more frames per "
+            "second: no thread waits for another at every layer); or a number (1..16), each "
+            "run then using intra_op_threads threads."
+        ),
     )
 
     @field_validator("class_thresholds")
@@ -357,4 +391,11 @@ class DetectorConfig(Section):
         for name, threshold in value.items():
             if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"threshold for {name!r} must be within 0..1, got {threshold}")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_in_range(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if value != "auto" and not 1 <= value <= 16:
+            raise ValueError(f"must be 'auto' or 1..16, got {value}")
         return value

@@ -10,6 +10,7 @@ own pixel coordinates.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,17 @@ import numpy.typing as npt
 
 from edge_agent.errors import InferenceError
 from edge_agent.inference.decoders import Candidates, Decoder, InputSpec, choose_decoder
+from edge_agent.inference.letterbox import Letterbox, Letterboxer, letterbox
+
+__all__ = [
+    "Detection",
+    "Detector",
+    "Letterbox",
+    "Prepared",
+    "letterbox",
+    "nms",
+    "session_options",
+]
 
 if TYPE_CHECKING:
     from edge_agent.config.cameras import DetectorConfig
@@ -31,6 +43,16 @@ SHIPPED_MODEL = {"fp32": "nanodet.onnx", "int8": "nanodet.int8.onnx"}
 SHIPPED_CLASSES = "coco.names"
 BUILD_HINT = "run scripts/build-model to build and install it"
 DEFAULT_INPUT_SIZE = {"nanodet": 416, "yolov8": 640}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A frame made into the model's input: the tensor, how it was fitted, the frame size."""
+
+    tensor: npt.NDArray[np.float32]
+    fit: Letterbox
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -52,15 +74,6 @@ class Detection:
         }
 
 
-@dataclass(frozen=True)
-class Letterbox:
-    """How a frame was fitted into the model input: scale, then offset by the padding."""
-
-    scale: float
-    pad_x: int
-    pad_y: int
-
-
 def read_class_names(path: Path) -> list[str]:
     """One class name per line; blank lines and `#` comments are skipped."""
     try:
@@ -77,53 +90,26 @@ def read_class_names(path: Path) -> list[str]:
 
 
 def nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], iou: float) -> list[int]:
-    """Greedy non-maximum suppression; returns kept indices, best score first."""
-    x1, y1, x2, y2 = boxes.T
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    """Greedy non-maximum suppression; returns kept indices, best score first.
+
+    The overlaps of every pair are computed at once (float32, the same formula and the same
+    operands as a box against the rest), then the greedy pass only reads them."""
     order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[order].T
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    w = np.maximum(0.0, np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1))
+    h = np.maximum(0.0, np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1))
+    inter = w * h
+    union = areas[:, None] + areas - inter
+    overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    suppressed = overlap > iou
     keep: list[int] = []
-    while order.size:
-        best = int(order[0])
-        keep.append(best)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]))
-        h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]))
-        inter = w * h
-        union = areas[best] + areas[rest] - inter
-        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[overlap <= iou]
+    alive = np.ones(order.size, bool)
+    for rank in range(order.size):
+        if alive[rank]:
+            keep.append(int(order[rank]))
+            alive &= ~suppressed[rank]
     return keep
-
-
-def letterbox(frame: np.ndarray, spec: InputSpec) -> tuple[npt.NDArray[np.float32], Letterbox]:
-    """Resize keeping the aspect ratio, pad to the input size, normalise, HWC → NCHW."""
-    height, width = frame.shape[:2]
-    scale = min(spec.width / width, spec.height / height)
-    new_w = max(1, min(spec.width, round(width * scale)))
-    new_h = max(1, min(spec.height, round(height * scale)))
-    pad_x, pad_y = (spec.width - new_w) // 2, (spec.height - new_h) // 2
-    # Bilinear is 3x cheaper than area averaging and as good down to half size; below that
-    # (1080p and up into 416) area averaging avoids aliasing.
-    interpolation = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
-    resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
-    canvas = cv2.copyMakeBorder(
-        resized,
-        pad_y,
-        spec.height - new_h - pad_y,
-        pad_x,
-        spec.width - new_w - pad_x,
-        cv2.BORDER_CONSTANT,
-        value=spec.pad_value,
-    )
-    if spec.rgb:
-        canvas = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
-    pixels = canvas.astype(np.float32)
-    # In-place per-channel arithmetic in OpenCV: a third of numpy's broadcasting cost.
-    # (OpenCV takes a 4-tuple as a per-channel Scalar; its stubs only know arrays.)
-    cv2.subtract(pixels, (*spec.mean, 0.0), dst=pixels)  # type: ignore[call-overload]
-    cv2.multiply(pixels, (*(1.0 / s for s in spec.std), 0.0), dst=pixels)  # type: ignore[call-overload]
-    tensor = np.asarray(cv2.dnn.blobFromImage(pixels), dtype=np.float32)
-    return tensor, Letterbox(scale, pad_x, pad_y)
 
 
 def session_options(intra_op_threads: int) -> Any:
@@ -137,12 +123,19 @@ def session_options(intra_op_threads: int) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning threads would steal the cores capture and the rest of the agent need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Planning one block for all intermediate tensors saves nothing measurable here and
+    # keeps 4 MiB more resident with the int8 model (bench/bench_capacity.py, memory).
+    # The arena stays on: without it the heap grows by tens of MiB over the first frames.
+    options.enable_mem_pattern = False
     options.log_severity_level = 3
     return options
 
 
 class Detector:
-    """An ONNX object detector. Construction loads and warms the model (slow: do it once)."""
+    """An ONNX object detector. Construction loads and warms the model (slow: do it once).
+
+    `options` (onnxruntime SessionOptions) replaces `session_options(intra_op_threads)`,
+    for measuring other settings."""
 
     def __init__(
         self,
@@ -155,6 +148,7 @@ class Detector:
         max_detections: int = 100,
         intra_op_threads: int = 2,
         decoder: Literal["auto", "nanodet", "yolov8"] = "auto",
+        options: Any = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -178,7 +172,7 @@ class Detector:
         try:
             self.session = ort.InferenceSession(
                 str(self.model_path),
-                sess_options=session_options(intra_op_threads),
+                sess_options=options or session_options(intra_op_threads),
                 providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -199,6 +193,7 @@ class Detector:
             decoder, outputs, input_size=(width, height), num_classes=len(self.labels)
         )
         self.output_names = [o.name for o in outputs]
+        self._local = threading.local()
         self.run_raw(np.zeros((1, 3, height, width), np.float32))  # warm-up
         log.info(
             "detector loaded %s (%s decoder, %dx%d input, %d classes, %d threads)",
@@ -220,9 +215,12 @@ class Detector:
         self._score_floor = float(self._thresholds.min())
 
     @classmethod
-    def from_config(cls, config: DetectorConfig, *, model_dir: Path) -> Detector:
+    def from_config(
+        cls, config: DetectorConfig, *, model_dir: Path, intra_op_threads: int | None = None
+    ) -> Detector:
         """Build from the `[detector]` section. An empty `model`/`classes` means the shipped
-        file in `model_dir` (`paths.model_dir`); a path that is set is used as written."""
+        file in `model_dir` (`paths.model_dir`); a path that is set is used as written.
+        `intra_op_threads` overrides the section's (the service's plan for its workers)."""
         model = config.model or model_dir / SHIPPED_MODEL[config.variant]
         classes = config.classes or model_dir / SHIPPED_CLASSES
         return cls(
@@ -231,7 +229,7 @@ class Detector:
             threshold=config.threshold,
             class_thresholds=config.class_thresholds,
             iou_threshold=config.iou_threshold,
-            intra_op_threads=config.intra_op_threads,
+            intra_op_threads=intra_op_threads or config.intra_op_threads,
             decoder=config.decoder,
         )
 
@@ -248,10 +246,27 @@ class Detector:
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         """Detections in one BGR frame (H×W×3 uint8; H×W grey is accepted), best first."""
+        prepared = self.prepare(frame_bgr)
+        return self.finish(self.run_raw(prepared.tensor), prepared)
+
+    def prepare(self, frame_bgr: np.ndarray, *, buffer: int = 0) -> Prepared:
+        """`detect()` in three steps, for a caller that keeps a frame in the model while it
+        prepares the next: `prepare`, `run_raw(prepared.tensor)`, `finish`. Each thread has
+        two input tensors (`buffer` 0 or 1): one stays valid while the other is prepared."""
         frame = self._check_frame(frame_bgr)
-        tensor, fit = letterbox(frame, self.decoder.input_spec)
-        candidates = self.decoder.decode(self.run_raw(tensor), self._score_floor)
-        return self._finish(candidates, fit, frame.shape[1], frame.shape[0])
+        # Input tensors per thread: inference workers may share this detector.
+        boxers: list[Letterboxer] | None = getattr(self._local, "letterboxers", None)
+        if boxers is None:
+            boxers = self._local.letterboxers = []
+        while len(boxers) <= buffer:
+            boxers.append(Letterboxer(self.decoder.input_spec))
+        tensor, fit = boxers[buffer](frame)
+        return Prepared(tensor, fit, frame.shape[1], frame.shape[0])
+
+    def finish(self, outputs: Sequence[np.ndarray], prepared: Prepared) -> list[Detection]:
+        """The detections from one run's outputs (see `prepare`)."""
+        candidates = self.decoder.decode(outputs, self._score_floor)
+        return self._finish(candidates, prepared.fit, prepared.width, prepared.height)
 
     @staticmethod
     def _check_frame(frame: np.ndarray) -> np.ndarray:

@@ -1,9 +1,14 @@
-"""The per-camera analysis: motion gate → detector → tracker → zones, and the shared
-inference thread it runs on.
+"""The per-camera pipeline: frames from the capture, analysed (`analyzer.py`) on the
+inference service's threads (`service.py`), events to the sink.
 
 `app.py` hands each `CameraPipeline` a frame source (the capture's newest-frame box) and a
-sink (the outbox); inference never imports capture. Every camera's analysis runs on one
-`InferenceService` thread, so cameras share the cores instead of fighting over them.
+sink (the outbox); inference never imports capture. Every camera's analysis runs on the
+`InferenceService` threads, so cameras share the cores instead of fighting over them.
+
+Per frame the event loop is not in the way of the detector: an analysis thread that has a
+frame goes on with the camera's next frame if one is already waiting (up to `LANE_FRAMES`),
+preparing it while the model runs the current one; and the events of analysed frames are
+sunk by a task of their own while the next frames are analysed.
 """
 
 from __future__ import annotations
@@ -12,37 +17,39 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent.config.cameras import CameraConfig, DetectorConfig
+from edge_agent.config.cameras import CameraConfig
 from edge_agent.contract import Kind
 from edge_agent.errors import InferenceError
-from edge_agent.health import ComponentHealth, State, reason
-from edge_agent.inference.analytics import TrafficAnalytics
-from edge_agent.inference.classes import ClassFilter
-from edge_agent.inference.detector import Detection, Detector
-from edge_agent.inference.motion import MotionGate
-from edge_agent.inference.plates import PlateReader
+from edge_agent.health import ComponentHealth, State
+from edge_agent.inference.analyzer import Analysis, FrameAnalyzer, Step
+from edge_agent.inference.detector import Prepared
+from edge_agent.inference.service import InferenceService
 from edge_agent.inference.snapshots import SnapshotStore
-from edge_agent.inference.tracker import Track, Tracker
+
+__all__ = ["Analysis", "CameraPipeline", "FrameAnalyzer", "InferenceService"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-PROBE_PERIOD_S = 5.0
-HUNG_AFTER_S = 30.0
 SUMMARY_PERIOD_S = 5.0
-Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
-DetectFn = Callable[[np.ndarray], list[Detection]]
-# Buckets of the detector latency histogram the status page's /metrics exports.
+LANE_FRAMES = 8
+"""Frames an analysis thread takes for one camera before it lets the loop (and the next
+camera in the queue) in: enough to keep the model busy, few enough to stay fair."""
+PENDING_RESULTS = 64
+"""Analysed frames whose events wait for the sink before analysis waits too."""
+STOP_WAIT_S = 10.0
+# Buckets of the detector latency histogram the status page's /metrics exports: from a
+# frame's preparation for the model to its decoded detections.
 DETECT_LATENCY_BOUNDS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+Sink = Callable[[Kind, dict[str, Any], str, float], Awaitable[object]]
 
 
 class FrameLike(Protocol):
@@ -55,243 +62,42 @@ class FrameLike(Protocol):
 
 FrameSource = Callable[[float], Awaitable[FrameLike | None]]
 """`await source(timeout_s)`: the next frame, or None when none came in time."""
+FrameTake = Callable[[], FrameLike | None]
+"""`take()`, from any thread: the frame waiting now, or None (no waiting)."""
+Events = list[tuple[Kind, dict[str, Any]]]
 
 
-@dataclass
-class Analysis:
-    """What one frame produced."""
-
-    events: list[tuple[Kind, dict[str, Any]]] = field(default_factory=list)
-    detected: bool = False
-    detect_s: float = 0.0
-    gate_reason: str = ""
-    detections: list[Detection] = field(default_factory=list)
-    tracks: list[Track] = field(default_factory=list)
-    rule_events: int = 0
+Analysed = list[tuple[float, Analysis | InferenceError]]
+"""What a lane hands back: each frame's time and its analysis (or why it failed)."""
 
 
-RULE_KINDS = frozenset({Kind.DWELL, Kind.STOPPED, Kind.WRONG_WAY, Kind.CROWD, Kind.PLATE})
+@dataclass(frozen=True)
+class _InFlight:
+    """A frame between `FrameAnalyzer.begin` and `complete`, its model run maybe queued."""
+
+    step: Step | None
+    prepared: Prepared | None
+    run: Future[list[np.ndarray]] | None
+    failed: tuple[float, InferenceError] | None = None
+    started: float = 0.0
 
 
-class FrameAnalyzer:
-    """Gate, detector, classes, tracker and traffic analytics of one camera; synchronous,
-    one frame at a time."""
+@dataclass(frozen=True)
+class _Job:
+    """The work a camera has on the analysis threads: frames to analyse or a clock tick."""
 
-    def __init__(
-        self,
-        config: CameraConfig,
-        detect: DetectFn | None,
-        *,
-        snapshots: SnapshotStore | None = None,
-        plate_snapshots: SnapshotStore | None = None,
-        plates: PlateReader | None = None,
-        gate: bool | None = None,
-    ) -> None:
-        self.config = config
-        self.detect = detect
-        motion = (
-            config.motion if gate is None else config.motion.model_copy(update={"enabled": gate})
-        )
-        self.gate = MotionGate(motion)
-        self.classes = ClassFilter.from_config(config)
-        # Tracks survive a few analysis periods unseen, never less than two seconds.
-        self.tracker = Tracker(max_age_s=max(2.0, 3.0 / config.fps))
-        self.analytics = TrafficAnalytics(config)
-        self.snapshots = snapshots
-        self.plate_snapshots = plate_snapshots
-        self.plates = plates if config.plates.enabled else None
-        self.detector_runs = 0
-        self.frames = 0
-
-    def analyse(self, image: np.ndarray, ts: float) -> Analysis:
-        self.frames += 1
-        result = Analysis()
-        if self.detect is None:
-            # No detector, nothing seen: the bins still close, with the time uncovered,
-            # so zero counts never claim an empty street.
-            result.events = self.analytics.tick(ts)
-            return result
-        decision = self.gate.decide(image, ts)
-        result.gate_reason = decision.reason
-        if decision.run:
-            self.detector_runs += 1
-            result.detected = True
-            started = time.perf_counter()
-            result.detections = self.classes.apply(self.detect(image))
-            result.detect_s = time.perf_counter() - started
-            result.tracks = self.tracker.update(result.detections, ts)
-        else:
-            result.tracks = self.tracker.keep_alive(ts)
-        height, width = image.shape[:2]
-        step = self.analytics.update(result.tracks, ts, width, height)
-        result.events = step.events
-        for track, line in step.plate_reads:
-            result.events += self._read_plate(image, track, line, ts, width, height)
-        for kind, data in result.events:
-            if kind is Kind.DETECTION or kind in RULE_KINDS:
-                self._snapshot(image, kind, data, ts)
-            if kind in RULE_KINDS:
-                result.rule_events += 1
-                self.analytics.note_rule_event(kind, data, ts)
-        return result
-
-    def _read_plate(
-        self, image: np.ndarray, track: Track, line: str, ts: float, width: int, height: int
-    ) -> list[tuple[Kind, dict[str, Any]]]:
-        if self.plates is None:
-            return []
-        plate = self.plates.read_vehicle(image, track.box, lower_part=self.config.plates.lower_part)
-        if plate is None or plate.confidence < self.config.plates.min_confidence:
-            return []
-        x1, y1, x2, y2 = track.box
-        return [
-            (
-                Kind.PLATE,
-                {
-                    "camera": self.config.name,
-                    "line": line,
-                    "track_id": track.id,
-                    "label": track.label,
-                    "text": plate.text,
-                    "confidence": round(plate.confidence, 4),
-                    "box": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
-                    "plate_box": [round(v, 1) for v in plate.box],
-                    "frame_size": [width, height],
-                },
-            )
-        ]
-
-    def _snapshot(self, image: np.ndarray, kind: Kind, data: dict[str, Any], ts: float) -> None:
-        store = self.plate_snapshots if kind is Kind.PLATE else self.snapshots
-        if store is None:
-            return
-        subject = data.get("track_id", data.get("zone", ""))
-        place = data.get("zone") or data.get("line") or ""
-        # Detection snapshots keep their old names; rule events say their kind.
-        what = "" if kind is Kind.DETECTION else f"{kind.value}-"
-        path = store.save(image, f"{int(ts * 1000)}-{what}{subject}-{place}")
-        if path is not None:
-            data["snapshot"] = path.name
-
-    def tick(self, now: float) -> list[tuple[Kind, dict[str, Any]]]:
-        """Bins that ended while no frame came (an outage): published on the clock."""
-        return self.analytics.tick(now)
-
-    def finish(self, ts: float) -> list[tuple[Kind, dict[str, Any]]]:
-        """The counts of the unfinished bin, at shutdown."""
-        return self.analytics.finish(ts)
-
-    def summary(self) -> dict[str, Any]:
-        """Facts for the status page: today's counts and the last rule events."""
-        a = self.analytics
-        return {
-            "today_date": a.today_date,
-            "today": {m: dict(c) for m, c in a.today.items()},
-            "today_lines": {
-                line: {d: dict(c) for d, c in per_dir.items()}
-                for line, per_dir in a.today_lines.items()
-            },
-            "last_rule_events": list(a.last_rule_events),
-        }
-
-
-class InferenceService:
-    """Owns the detector and the one thread every camera's analysis runs on.
-
-    A model that will not load leaves the agent running: the service reports `failing`
-    and cameras keep capturing (and reporting their state) without detections.
-    """
-
-    name = "inference"
-
-    def __init__(
-        self,
-        config: DetectorConfig,
-        *,
-        model_dir: Path,
-        health: ComponentHealth,
-        floors: Callable[[list[str]], Mapping[str, float]] | None = None,
-        plates: bool = False,
-    ):
-        self.config = config
-        self.model_dir = model_dir
-        self.health = health
-        self.floors = floors
-        self.want_plates = plates
-        self.detector: Detector | None = None
-        self.plates: PlateReader | None = None
-        self._executor: ThreadPoolExecutor | None = None
-
-    async def __aenter__(self) -> InferenceService:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        try:
-            self.detector = await self.submit(
-                Detector.from_config, self.config, model_dir=self.model_dir
-            )
-        except InferenceError as exc:
-            log.error("detector unavailable, cameras run without detection: %s", exc)
-            self.health.set_state(
-                State.FAILING,
-                reason("model_unavailable", f"detection model unavailable: {exc}"),
-                error=str(exc),
-            )
-        else:
-            if self.floors is not None:
-                self.detector.lower_thresholds(self.floors(self.detector.labels))
-            self.health.set_state(State.OK)
-            self.health.set_facts(model=self.detector.model_path.name)
-        if self.want_plates:
-            try:
-                self.plates = await self.submit(PlateReader, self.model_dir / "ocr")
-            except InferenceError as exc:
-                # Counting goes on; only the plates are missing, and the page says so.
-                log.error("plate reader unavailable: %s", exc)
-                self.health.set_facts(plates=f"unavailable: {exc}")
-            else:
-                self.health.set_facts(plates="ready")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
-        self.health.set_state(State.STOPPED)
-
-    async def run(self) -> None:
-        # A wedged inference thread must stop the watchdog even while the capture threads
-        # (which share the cameras' health) keep beating: prove the thread still turns.
-        while True:
-            try:
-                async with asyncio.timeout(HUNG_AFTER_S):
-                    await self.submit(time.monotonic)
-            except TimeoutError:
-                why = reason(
-                    "inference_stuck",
-                    f"inference thread stuck for over {HUNG_AFTER_S:g} s",
-                    seconds=HUNG_AFTER_S,
-                )
-                if self.health.set_state(State.FAILING, why, error=why.text):
-                    log.error("%s; the watchdog will restart the agent", why.text)
-                continue
-            if self.detector is not None and self.health.set_state(State.OK):
-                log.info("inference thread running again")
-            self.health.beat(PROBE_PERIOD_S + HUNG_AFTER_S)
-            await asyncio.sleep(PROBE_PERIOD_S)
-
-    async def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._executor is None:
-            raise InferenceError("the inference service is not running")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+    future: Future[Any]
+    ts: float
+    tick: bool = False
 
 
 class CameraPipeline:
-    """Takes each camera's newest frame, analyses it on the inference thread and sends
-    the resulting events to the sink."""
+    """Takes each camera's newest frame, analyses it on the inference service's threads
+    and sends the resulting events to the sink.
+
+    `take` (optional) is the frame source's non-waiting side: with it, an analysis thread
+    goes on with a frame that is already waiting instead of handing back to the loop first.
+    """
 
     def __init__(
         self,
@@ -303,9 +109,11 @@ class CameraPipeline:
         health: ComponentHealth,
         snapshots: SnapshotStore | None = None,
         plate_snapshots: SnapshotStore | None = None,
+        take: FrameTake | None = None,
     ) -> None:
         self.config = config
         self.frames = frames
+        self.take = take
         self.service = service
         self.sink = sink
         self.health = health
@@ -316,6 +124,8 @@ class CameraPipeline:
         self._summary_at = 0.0
         self._latency_counts = [0] * (len(DETECT_LATENCY_BOUNDS_S) + 1)
         self._latency_sum = 0.0
+        self._pending: asyncio.Queue[tuple[float, Events]] = asyncio.Queue(PENDING_RESULTS)
+        self._job: _Job | None = None
 
     async def __aenter__(self) -> CameraPipeline:
         detector = self.service.detector
@@ -337,32 +147,116 @@ class CameraPipeline:
     ) -> None:
         if self.analyzer is None:
             return
-        for kind, data in self.analyzer.finish(time.time()):
+        job, self._job = self._job, None
+        finished: list[tuple[float, Events]] = []
+        if job is not None and not job.future.cancelled():
+            # A job still running finishes first (the analyser is not ours to touch until
+            # it has), and what it found is kept.
             try:
-                await self.sink(kind, data, self.config.name, time.time())
-            except Exception as exc:
-                log.error("camera %s: final counts lost: %s", self.config.name, exc)
+                async with asyncio.timeout(STOP_WAIT_S):
+                    result = await asyncio.wrap_future(job.future)
+            except TimeoutError:
+                log.error("camera %s: analysis did not finish at shutdown", self.config.name)
+                return
+            finished = [(job.ts, result)] if job.tick else self._record(result)
+        while not self._pending.empty():
+            await self._send(*self._pending.get_nowait(), at_exit=True)
+        for ts, events in finished:
+            await self._send(ts, events, at_exit=True)
+        now = time.time()
+        await self._send(now, self.analyzer.finish(now), at_exit=True)
 
     async def run(self) -> None:
-        analyzer = self.analyzer
-        if analyzer is None:
+        if self.analyzer is None:
             raise RuntimeError("CameraPipeline.run() before __aenter__")
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._deliver())
+            await self._analyse_forever(self.analyzer)
+
+    async def _analyse_forever(self, analyzer: FrameAnalyzer) -> None:
         while True:
             frame = await self.frames(1.0)
             if frame is None:
                 # No frame: bins still close on the clock, their coverage telling the gap.
                 now = time.time()
-                for kind, data in await self.service.submit(analyzer.tick, now):
-                    await self.sink(kind, data, self.config.name, now)
+                self._job = _Job(self.service.start(analyzer.tick, now), now, tick=True)
+                events = await asyncio.wrap_future(self._job.future)
+                self._job = None
+                if events:
+                    await self._pending.put((now, events))
                 continue
-            try:
-                result = await self.service.submit(analyzer.analyse, frame.image, frame.ts)
-            except InferenceError as exc:
+            self._job = _Job(self.service.start(self._analyse_lane, analyzer, frame), frame.ts)
+            results = await asyncio.wrap_future(self._job.future)
+            self._job = None
+            for ts, events in self._record(results):
+                await self._pending.put((ts, events))
+
+    def _analyse_lane(self, analyzer: FrameAnalyzer, frame: FrameLike) -> Analysed:
+        """On an analysis thread: this frame, then the frames already waiting, in order.
+
+        The model runs on a model thread; meanwhile this thread begins the next frame (gate,
+        letterbox into the other input tensor) and completes the one before (outputs, NMS,
+        tracking, analytics). So the model thread goes from run to run, and the rest is
+        done beside it."""
+        done: Analysed = []
+        in_flight = deque([self._begin(analyzer, frame, buffer=0)])
+        taken = 1
+        while in_flight:
+            if self.take is not None and taken < LANE_FRAMES and len(in_flight) < 2:
+                waiting = self.take()
+                if waiting is not None:
+                    # Begun before waiting for the model: its run queues behind this one,
+                    # in the other input tensor (the one before it is complete).
+                    in_flight.append(self._begin(analyzer, waiting, buffer=taken % 2))
+                    taken += 1
+            done.append(self._complete(analyzer, in_flight.popleft()))
+        return done
+
+    def _begin(self, analyzer: FrameAnalyzer, frame: FrameLike, *, buffer: int) -> _InFlight:
+        try:
+            step = analyzer.begin(frame.image, frame.ts)
+            detector = self.service.detector
+            if not step.detect or detector is None:
+                return _InFlight(step, None, None)
+            started = time.perf_counter()
+            prepared = detector.prepare(frame.image, buffer=buffer)
+            run = self.service.run_model(prepared.tensor)
+            return _InFlight(step, prepared, run, started=started)
+        except InferenceError as exc:
+            return _InFlight(None, None, None, failed=(frame.ts, exc))
+
+    def _complete(
+        self, analyzer: FrameAnalyzer, job: _InFlight
+    ) -> tuple[float, Analysis | InferenceError]:
+        if job.failed is not None:
+            return job.failed
+        assert job.step is not None
+        try:
+            detections = None
+            took = 0.0
+            if job.run is not None and job.prepared is not None:
+                detector = self.service.detector
+                assert detector is not None
+                detections = detector.finish(job.run.result(), job.prepared)
+                took = time.perf_counter() - job.started
+            analysis = analyzer.complete(job.step, detections)
+            analysis.detect_s = took
+            return job.step.ts, analysis
+        except InferenceError as exc:
+            return job.step.ts, exc
+
+    def _record(self, results: Analysed) -> list[tuple[float, Events]]:
+        """Health for the analysed frames; returns their events to send, in order."""
+        events = []
+        for ts, result in results:
+            if isinstance(result, InferenceError):
                 self.health.count("errors")
-                self.health.set_facts(last_inference_error=str(exc))
-                log.warning("camera %s: analysis failed: %s", self.config.name, exc)
+                self.health.set_facts(last_inference_error=str(result))
+                log.warning("camera %s: analysis failed: %s", self.config.name, result)
                 continue
             self.health.progress("frames_analysed")
+            # ok from the first analysed frame: it stayed `starting`, and every node with a
+            # camera looked degraded for good.
             if self.health.state is not State.OK and self.health.set_state(State.OK):
                 log.info("camera %s: analysing frames", self.config.name)
             if result.detected:
@@ -372,11 +266,15 @@ class CameraPipeline:
                 tracks=sum(1 for t in result.tracks if t.confirmed),
                 last_gate=result.gate_reason or "idle",
             )
-            if result.rule_events or frame.ts - self._summary_at >= SUMMARY_PERIOD_S:
-                self._summary_at = frame.ts
-                self.health.set_facts(**analyzer.summary())
-            for kind, data in result.events:
-                await self.sink(kind, data, self.config.name, frame.ts)
+            if (result.rule_events or ts - self._summary_at >= SUMMARY_PERIOD_S) and (
+                self.analyzer is not None
+            ):
+                # Read between jobs: no thread touches this camera's analyser now.
+                self._summary_at = ts
+                self.health.set_facts(**self.analyzer.summary())
+            if result.events:
+                events.append((ts, result.events))
+        return events
 
     def _observe_latency(self, seconds: float) -> None:
         self._latency_counts[bisect.bisect_left(DETECT_LATENCY_BOUNDS_S, seconds)] += 1
@@ -388,3 +286,19 @@ class CameraPipeline:
                 "sum": self._latency_sum,
             }
         )
+
+    async def _deliver(self) -> None:
+        while True:
+            ts, events = await self._pending.get()
+            await self._send(ts, events)
+
+    async def _send(self, ts: float, events: Events, *, at_exit: bool = False) -> None:
+        for kind, data in events:
+            if not at_exit:
+                await self.sink(kind, data, self.config.name, ts)
+                continue
+            try:
+                await self.sink(kind, data, self.config.name, ts)
+            except Exception as exc:
+                log.error("camera %s: events lost at shutdown: %s", self.config.name, exc)
+                return

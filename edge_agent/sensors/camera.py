@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # OpenCV's FFmpeg backend takes its demuxer options from one process-wide variable.
 _FFMPEG_OPTIONS_LOCK = threading.Lock()
 JOIN_TIMEOUT_S = 3.0
+SOLE_CAMERA_NICE = 19
 _DEVICE = re.compile(r"^/dev/video(\d+)$")
 
 
@@ -151,6 +152,7 @@ class Capture:
     `pace` (files only, default on) plays a file at its own frame rate, like a live camera;
     `rate_limit` (default on) decodes only frames due at `config.fps`. Turning both off with
     `lossless=True` analyses every frame of a file as fast as the consumer takes them.
+    `cameras` is how many the agent has (for `decode_nice = "auto"`).
     """
 
     def __init__(
@@ -162,8 +164,12 @@ class Capture:
         pace: bool = True,
         rate_limit: bool = True,
         lossless: bool = False,
+        cameras: int = 1,
     ) -> None:
         self.config = config
+        # 'auto': low priority only for the agent's one camera (see CameraConfig).
+        nice = config.decode_nice
+        self.nice = (SOLE_CAMERA_NICE if cameras == 1 else 0) if nice == "auto" else nice
         self.sink = sink
         self.health = health
         self.name = f"capture:{config.name}"
@@ -252,6 +258,7 @@ class Capture:
         self.health.beat(max(c.open_timeout_s, c.read_timeout_s, c.backoff_max_s) + 1.0)
 
     def _thread_main(self) -> None:
+        self._lower_priority()
         try:
             while not self._stop.is_set():
                 self._beat()
@@ -288,6 +295,17 @@ class Capture:
         finally:
             self.finished.set()
             self.frames.close()
+
+    def _lower_priority(self) -> None:
+        if not self.nice:
+            return
+        # On Linux the nice value belongs to the thread (setpriority(2)): only this one.
+        thread = threading.get_native_id()
+        try:
+            nice = os.getpriority(os.PRIO_PROCESS, thread) + self.nice
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, nice))
+        except OSError as exc:
+            log.warning("camera %s: decode_nice not applied: %s", self.config.name, exc)
 
     def _backoff(self) -> None:
         self._failures += 1
