@@ -19,7 +19,7 @@ from tests.faults.proxy import FaultProxy
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 LIGHT = Path(__file__).with_name("light_nodes.py")
-BYTES_PER_S = 5_000  # each node's rate_bytes_per_s, messages uncapped
+BYTES_PER_S = 1_000  # each node's rate_bytes_per_s, messages uncapped
 
 
 def test_a_whole_province_reconnecting_stays_under_its_rate_and_loses_nothing(
@@ -31,11 +31,11 @@ def test_a_whole_province_reconnecting_stays_under_its_rate_and_loses_nothing(
     light_count, light_backlog = scale(100, 1000), scale(600, 3000)
     processes = 2 if light_count <= 100 else 8
     mqtt = f"rate_messages_per_s = 0\nrate_bytes_per_s = {BYTES_PER_S}"
-    agents = [make_node(f"node-p{i}", sensors=1, interval_s=1.0, mqtt=mqtt) for i in range(2)]
+    agents = [make_node(f"node-p{i}", sensors=1, interval_s=5.0, mqtt=mqtt) for i in range(2)]
     proxy.cut()
     for agent in agents:
         agent.start()
-    wait_until(lambda: all(a.committed() > 30 for a in agents), "the agents' backlogs")
+    wait_until(lambda: all(a.committed() > 12 for a in agents), "the agents' backlogs")
     per_process = light_count // processes
     lights = [
         agent_process(
@@ -54,6 +54,7 @@ def test_a_whole_province_reconnecting_stays_under_its_rate_and_loses_nothing(
         for i in range(processes)
     ]
     limit = (light_count + len(agents)) * BYTES_PER_S
+    first_bytes = proxy.counters.bytes_up
     proxy.heal()  # everyone at once
     released = time.monotonic()
     windows: list[float] = []
@@ -75,11 +76,14 @@ def test_a_whole_province_reconnecting_stays_under_its_rate_and_loses_nothing(
         keys = receiver.keys(f"light-{i}")
         assert len(keys) == 1 and set(range(1, light_backlog + 1)) <= next(iter(keys.values()))
     receiver.stop()
-    # The first window may carry each bucket's one second of burst; after it, the sum of
-    # the buckets bounds what reaches the broker (MQTT framing adds a few percent).
-    steady = windows[1:] or windows
-    peak = max(steady)
-    assert peak <= 1.25 * limit, (peak, limit)
+    # Each bucket holds its node to its rate with one second of burst, and a node's burst
+    # lands whenever it connects: so over the drain the broker takes at most the sum of the
+    # rates, and in any one second at most that plus every node's burst (MQTT framing adds
+    # a few percent to the payload bytes the buckets count).
+    peak = max(windows)
+    mean = (proxy.counters.bytes_up - first_bytes) / max(drained_s, 1e-6)
+    assert mean <= 1.1 * limit, (mean, limit)
+    assert peak <= 2.2 * limit, (peak, limit)
     report(
         "province-reconnect",
         light_nodes=per_process * processes,
@@ -89,6 +93,7 @@ def test_a_whole_province_reconnecting_stays_under_its_rate_and_loses_nothing(
         missing=0,
         limit_bytes_per_s=limit,
         peak_bytes_per_s=round(peak),
+        mean_bytes_per_s=round(mean),
         first_window_bytes_per_s=round(windows[0]) if windows else None,
         drained_s=round(drained_s, 1),
     )
