@@ -189,6 +189,7 @@ class Agent:
         # Security events (rejected commands, logins, config changes) for the province's SOC;
         # the status page gets the same auditor for its logins.
         self.auditor = Auditor(self._audit)
+        self._login_log = AuditLog()
         self.host = HostMonitor(state_dir, sink=self._host_health)
         self.components: list[Any] = [self.outbox, self.auditor, self.host]
         # What the page shows of recent readings and detections (fed by _to_outbox).
@@ -337,10 +338,16 @@ class Agent:
                 health=self.registry.register("web", kind="web"),
                 snapshot_root=state_dir / "snapshots",
                 live_frame=self.camera_snapshot,
-                # Until edge_agent.audit's Auditor is wired here: refused logins are logged.
-                on_audit=AuditLog(),
+                on_audit=self._page_audit,
             )
             self.components.append(self.web)
+
+    def _page_audit(self, event: str, code: str, source: str, detail: str) -> None:
+        """A refused or rate-limited page login: in the log (rate-limited) and, for the
+        province's security centre, an `audit` event."""
+        self._login_log(event, code, source, detail)
+        kind = "login_rate_limited" if code == "rate_limited" else event
+        self.auditor.record(kind, code, source=source, detail=detail)
 
     def request_restart(
         self,

@@ -5,9 +5,11 @@ secrets, gzip, and the header and body deadlines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -265,6 +267,12 @@ async def test_wrong_codes_are_rate_limited_per_client_and_audited(
     assert "audit: login_failed wrong_code from 127.0.0.1" in log
     assert "audit: login_failed rate_limited from 127.0.0.1" in log
     assert ACCESS_CODE not in log and "not-the-code" not in log
+    # For the province's security centre: audit events committed for the IOC.
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "outbox.sqlite3")) as db:
+        rows = db.execute("SELECT payload FROM events WHERE kind = 'audit'").fetchall()
+    audits = {(e["data"]["event"], e["data"]["code"]) for e in (json.loads(r[0]) for r in rows)}
+    assert {("login_failed", "wrong_code"), ("login_rate_limited", "rate_limited")} <= audits
+    assert {("login_failed", "cross_origin")} <= audits
 
 
 async def test_paths_cannot_leave_their_folder(
