@@ -14,14 +14,19 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.contract import CONTRACT_VERSION, dumps, utc_iso
 from edge_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# cryptography (about 7 MiB of RSS) is imported only where an Ed25519 key is used: a node
+# with an HMAC key, or none, never loads it.
 
 SIGNED_FIELDS = ("v", "id", "node", "verb", "args", "issued_at", "expires_at")
 ALG_ED25519 = "ed25519"
@@ -92,6 +97,10 @@ class Verifier:
             return False
         alg = command.get("alg")
         if alg == ALG_ED25519:
+            if not self.public_keys:
+                return False
+            from cryptography.exceptions import InvalidSignature
+
             for key in self.public_keys:
                 try:
                     key.verify(signature, body)
@@ -106,6 +115,9 @@ class Verifier:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError) as exc:
@@ -116,6 +128,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -127,6 +142,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def generate_keypair() -> tuple[bytes, bytes]:
     """A new Ed25519 key pair as (private PEM, public PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
