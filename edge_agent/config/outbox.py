@@ -115,12 +115,13 @@ class OutboxConfig(Section):
         ),
     )
     commit_window_reading_ms: float = Field(
-        default=50.0,
+        default=250.0,
         ge=0,
         le=5000,
         description=(
-            "Commit window for sensor readings (see commit_window_event_ms). A poller waits "
-            "for its commit, so keep it below the shortest sensor interval_s."
+            "Commit window for sensor readings (see commit_window_event_ms), and never more "
+            "than a quarter of the interval between a sensor's reads, so a poller, which "
+            "waits for its read's commit, keeps its pace."
         ),
     )
     commit_window_health_ms: float = Field(

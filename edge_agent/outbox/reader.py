@@ -16,10 +16,6 @@ from edge_agent.outbox.rows import OutboxRow
 from edge_agent.outbox.schema import file_bytes
 from edge_agent.outbox.totals import COUNTERS
 
-_ROW = "SELECT seq, last_seq, priority, ts, kind, stream, payload FROM events"
-# A file the agent has not migrated yet stores one event per row.
-_LEGACY_ROW = "SELECT seq, seq, priority, ts, kind, stream, payload FROM events"
-
 
 class OutboxReader:
     """Inspect or export an outbox from a plain process (the CLI) without writing to it."""
@@ -37,7 +33,9 @@ class OutboxReader:
             columns = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(events)")}
         except (sqlite3.Error, TypeError) as exc:
             raise StorageError(f"cannot read outbox {path}: {exc}") from exc
-        self._select = _ROW if "last_seq" in columns else _LEGACY_ROW
+        # A file the agent has not migrated yet stores one event per row.
+        self._last = "last_seq" if "last_seq" in columns else "seq"
+        self._select = f"SELECT seq, {self._last}, priority, ts, kind, stream, payload FROM events"
 
     def __enter__(self) -> OutboxReader:
         return self
@@ -64,7 +62,7 @@ class OutboxReader:
             oldest = self._conn.execute(
                 "SELECT created FROM events ORDER BY seq LIMIT 1"
             ).fetchone()
-            if self._select is _LEGACY_ROW:
+            if self._last == "seq":
                 last = self._conn.execute(
                     "SELECT seq FROM sqlite_sequence WHERE name='events'"
                 ).fetchone()
@@ -91,13 +89,12 @@ class OutboxReader:
     def export(self, since: int = 0) -> Iterator[OutboxRow]:
         """Every pending event with seq greater than `since`, in seq order, streamed."""
         # A row starting at or before `since` may still carry events after it.
-        for row in self._rows(f"{self._select} WHERE last_seq > ? ORDER BY seq", (since,)):
+        query = f"{self._select} WHERE {self._last} > ? ORDER BY seq"
+        for row in self._rows(query, (since,)):
             if row.seq > since:
                 yield row
 
     def _rows(self, query: str, args: tuple[Any, ...]) -> Iterator[OutboxRow]:
-        if self._select is _LEGACY_ROW:
-            query = query.replace("last_seq", "seq")
         try:
             cursor = self._conn.execute(query, args)
             while batch := cursor.fetchmany(64):

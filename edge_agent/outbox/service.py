@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -69,6 +70,8 @@ class Outbox:
         self._slots = asyncio.Semaphore(config.max_queued_puts)
         self._queued = 0
         self._windows = [config.window_of(p) for p in sorted(int(p) for p in Priority)]
+        # Per stream: the time of its last read, when it came, and the interval before it.
+        self._paces: dict[str, tuple[float, float, float]] = {}
         self._rates: tuple[float, float, float] | None = None
         self._rate_facts: dict[str, float] = {"write_rate_per_s": 0.0, "ack_rate_per_s": 0.0}
         self._wear = WearMeter()
@@ -276,9 +279,26 @@ class Outbox:
         level = _PRIORITY.get(name, Priority.EVENT) if priority is None else int(priority)
         return NewEvent(name, stream, ts, level, tail)
 
+    def _window(self, batch: list[NewEvent]) -> float:
+        """How long this batch may wait for company: its classes' window, but never more
+        than a quarter of the interval at which its stream's reads come, so that a producer
+        awaiting its commit (a poller) is never slowed by the window."""
+        window = min(self._windows[min(e.priority, 3)] for e in batch)
+        if window <= 0:
+            return 0.0
+        first = batch[0]
+        pace = self._paces.get(first.stream)
+        if pace is None or pace[0] != first.ts:  # a new read, not more of the same one
+            now = time.monotonic()
+            if len(self._paces) > 4096:
+                self._paces.clear()
+            pace = (first.ts, now, math.inf if pace is None else now - pace[1])
+            self._paces[first.stream] = pace
+        return min(window, pace[2] / 4)
+
     async def _submit(self, batch: list[NewEvent]) -> list[int]:
         writer = self._require()
-        window = min(self._windows[min(e.priority, 3)] for e in batch)
+        window = self._window(batch)
         async with self._slots:
             future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
             writer.submit(PutJob(batch, future, window))

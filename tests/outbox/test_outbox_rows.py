@@ -149,3 +149,20 @@ async def test_a_damaged_row_is_dropped_and_reported_as_corrupt(tmp_path: Path) 
         "last_seq": bad[-1],
         "count": 20,
     }
+
+
+@pytest.mark.asyncio
+async def test_a_fast_poller_keeps_its_pace_under_a_long_reading_window(tmp_path: Path) -> None:
+    """A poller awaits its read's commit; the window never holds a read longer than a
+    quarter of the interval between that sensor's reads. With a 5 s window taken whole,
+    the 40 reads below would need 200 s; the guard is a fraction of that."""
+    async with make_outbox(tmp_path / "o.sqlite3", commit_window_reading_ms=5000) as outbox:
+        async with asyncio.timeout(30):
+            for _ in range(40):
+                ts = time.time()
+                await asyncio.gather(
+                    *(outbox.put(Kind.READING, {"q": q}, stream="fast", ts=ts) for q in range(5))
+                )
+                await asyncio.sleep(0.02)
+        # Each read was committed alone: the window did not gather reads of one sensor.
+        assert outbox.stats()["stored_rows"] == 40
