@@ -140,7 +140,9 @@ class OutboxConfig(Section):
         ),
     )
     commit_max_rows: int = Field(
-        default=5000, ge=1, description="Group commit: at most this many events per transaction."
+        default=5000,
+        ge=1,
+        description="Group commit: at most this many events and acks per transaction.",
     )
     max_queued_puts: int = Field(
         default=10000,

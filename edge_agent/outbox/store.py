@@ -83,6 +83,7 @@ class Store:
         self._tails = TailEncoder()  # for the store's own events (gaps, alerts)
         self._drops = Drops(self)
         self._deleted: list[int] = []
+        self._marked = -1
         self._max_pages = 0
         self._oldest: float | None = None
         self._lock = threading.Lock()
@@ -232,7 +233,9 @@ class Store:
         self.claims.forget(self._deleted)
         self._deleted = []
         self._drops.committed()
-        self._ledger.mark(self.epoch, self.totals.last_seq)
+        if self.totals.last_seq != self._marked:
+            self._marked = self.totals.last_seq
+            self._ledger.mark(self.epoch, self._marked)
 
     def write(self, events: Sequence[NewEvent], acks: Iterable[int]) -> list[int]:
         """Commit events and delete acknowledged seqs in one transaction; returns the seqs.

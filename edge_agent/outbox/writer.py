@@ -36,9 +36,9 @@ RETRY_MAX_S = 2.0
 ROOM_MARGIN_BYTES = 1024 * 1024
 GUARD_MARGIN_BYTES = 256 * 1024
 HEARTBEAT_S = 1.0
-# A commit carrying this many events spreads its fixed cost (fsync, index and counter pages)
-# well: from then on the batch waits only the short group-commit window for the rest of a
-# burst, whatever its classes' windows, so a busy outbox is never slowed by them.
+# A commit carrying this many events or acks spreads its fixed cost (fsync, index and counter
+# pages) well: from then on the batch waits only the short group-commit window for the rest
+# of a burst, whatever its classes' windows, so a busy outbox is never slowed by them.
 ENOUGH_EVENTS = 128
 WARN_EVERY_S = 60.0
 
@@ -187,7 +187,7 @@ class Writer:
     def _gather(self, batch: list[PutJob | AckJob], calls: list[CallJob]) -> bool:
         """Collect jobs until the earliest deadline; False when a stop arrived."""
         config = self.store.config
-        rows = sum(len(j.events) if isinstance(j, PutJob) else 1 for j in batch)
+        rows = sum(_weight(j) for j in batch)
         deadline = time.monotonic() + self._window(batch[0])
         enough = False
         while rows < config.commit_max_rows:
@@ -209,7 +209,7 @@ class Writer:
                 deadline = time.monotonic()  # someone waits on it: commit what is here
                 continue
             batch.append(job)
-            rows += len(job.events) if isinstance(job, PutJob) else 1
+            rows += _weight(job)
             deadline = min(deadline, time.monotonic() + self._window(job))
         return True
 
@@ -411,6 +411,12 @@ class Writer:
         # A closed loop (RuntimeError) means nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(_settle, pairs, self.on_commit if committed else None)
+
+
+def _weight(job: PutJob | AckJob) -> int:
+    # Acks count like events: a drain's acks of a backlog are committed as promptly as a
+    # burst of puts, so the rows they hold in the claim book stay few.
+    return len(job.events) if isinstance(job, PutJob) else len(job.seqs)
 
 
 def _full(exc: sqlite3.Error | OSError) -> bool:
