@@ -24,7 +24,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-RETRY_S = 10.0
+RETRY_S = 1.0  # how often a missing reserve is looked at again
 
 
 def free_bytes(directory: Path) -> int | None:

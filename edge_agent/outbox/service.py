@@ -101,9 +101,9 @@ class Outbox:
         self._opened_state()
         # The writer promises to turn (it heartbeats every second even when idle).
         self.health.expect_progress(self.config.writer_stall_s)
-        self._wear.sample(writer.native_id, self.store.totals.get("written"))
+        self._wear.sample(writer.native_id, self.store.totals.committed()["written"])
         self.health.set_facts(**self.stats())
-        if self.store.totals.get("pending_rows"):
+        if self.store.totals.committed()["pending_rows"]:
             self._new_rows.set()
         return self
 
@@ -204,7 +204,7 @@ class Outbox:
                     f"outbox {self.path} is corrupt ({writer.fatal}); restarting to quarantine it"
                 )
             self._update_rates()
-            self._wear.sample(writer.native_id, self.store.totals.get("written"))
+            self._wear.sample(writer.native_id, self.store.totals.committed()["written"])
             self.health.set_facts(**self.stats())
             if writer.alive and time.monotonic() - writer.heartbeat < self.config.writer_stall_s:
                 self.health.progress()
@@ -350,7 +350,7 @@ class Outbox:
 
     def _update_rates(self) -> None:
         now = time.monotonic()
-        written = float(self.store.totals.get("written"))
+        written = float(self.store.totals.committed()["written"])
         acked = float(self.store.totals.get("acked"))
         if self._rates is not None:
             then, was_written, was_acked = self._rates
@@ -369,7 +369,7 @@ class Outbox:
         quarantined = store.quarantined
         return {
             "epoch": store.epoch,
-            **store.totals.snapshot(),
+            **store.totals.committed(),
             "claimed_rows": len(store.claims),
             "transactions": store.transactions,
             "oldest_pending_age_s": None if oldest is None else max(0.0, store.clock() - oldest),

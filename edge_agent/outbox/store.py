@@ -218,17 +218,18 @@ class Store:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction that also saves the totals; on any failure the in-memory
         counters and the rows marked deleted or dropped roll back with it."""
-        saved = self.totals.snapshot()
+        self.totals.begin()
         self._drops.begin()
         try:
             with atomic(self.db) as db:
                 yield db
                 self.totals.save(db)
         except BaseException:
-            self.totals.restore(saved)
+            self.totals.rollback()
             self._deleted = []
             self._drops.rollback()
             raise
+        self.totals.commit()
         self.transactions += 1
         self.claims.forget(self._deleted)
         self._deleted = []

@@ -22,11 +22,13 @@ COUNTERS = (
 
 
 class Totals:
-    """Written by the writer thread inside its transactions; read from any thread."""
+    """Changed by the writer thread inside its transactions, where it sees its own changes;
+    every other reader sees only what is committed (`committed()`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values = dict.fromkeys(COUNTERS, 0)
+        self._open: dict[str, int] | None = None  # the open transaction's values
 
     def load(self, db: sqlite3.Connection) -> None:
         values = dict.fromkeys(COUNTERS, 0)
@@ -34,20 +36,33 @@ class Totals:
         with self._lock:
             self._values = values
 
-    def save(self, db: sqlite3.Connection) -> None:
-        db.executemany("INSERT OR REPLACE INTO totals VALUES (?, ?)", self.snapshot().items())
+    def begin(self) -> None:
+        with self._lock:
+            self._open = dict(self._values)
 
-    def snapshot(self) -> dict[str, int]:
+    def save(self, db: sqlite3.Connection) -> None:
+        """Write the open transaction's values (inside it)."""
+        with self._lock:
+            items = list(self._current().items())
+        db.executemany("INSERT OR REPLACE INTO totals VALUES (?, ?)", items)
+
+    def commit(self) -> None:
+        with self._lock:
+            if self._open is not None:
+                self._values, self._open = self._open, None
+
+    def rollback(self) -> None:
+        with self._lock:
+            self._open = None
+
+    def committed(self) -> dict[str, int]:
         with self._lock:
             return dict(self._values)
 
-    def restore(self, values: dict[str, int]) -> None:
-        with self._lock:
-            self._values = dict(values)
-
     def get(self, name: str) -> int:
+        """The writer's view: its open transaction's value, else the committed one."""
         with self._lock:
-            return self._values[name]
+            return self._current()[name]
 
     @property
     def last_seq(self) -> int:
@@ -56,15 +71,16 @@ class Totals:
     def skip_to(self, last_seq: int) -> None:
         """Seqs up to `last_seq` count as used (a new epoch continues above them)."""
         with self._lock:
-            self._values["last_seq"] = max(self._values["last_seq"], last_seq)
+            values = self._current()
+            values["last_seq"] = max(values["last_seq"], last_seq)
 
     def add(self, name: str, amount: int) -> None:
         with self._lock:
-            self._values[name] += amount
+            self._current()[name] += amount
 
     def inserted(self, events: int, rows: int, size: int, last_seq: int) -> None:
         with self._lock:
-            v = self._values
+            v = self._current()
             v["pending_rows"] += events
             v["pending_bytes"] += size
             v["stored_rows"] += rows
@@ -76,10 +92,13 @@ class Totals:
         were delivered already; returns the events counted under `counter`."""
         events = sum(r.count for r in rows)
         with self._lock:
-            v = self._values
+            v = self._current()
             v["pending_rows"] -= events
             v["pending_bytes"] -= sum(r.size for r in rows)
             v["stored_rows"] -= len(rows)
             v["acked"] += acked
             v[counter] += events - acked
         return events - acked
+
+    def _current(self) -> dict[str, int]:
+        return self._values if self._open is None else self._open

@@ -139,7 +139,7 @@ class Writer:
         if self.reserve_missing:
             return reason(
                 "no_disk_reserve",
-                f"no disk reserve: {self.reserve.size} bytes of ballast do not fit on the disk",
+                f"no disk reserve: no room for its {self.reserve.size} bytes of ballast",
                 bytes=self.reserve.size,
             )
         return None

@@ -196,7 +196,7 @@ class OutboxModel(RuleBasedStateMachine):
     @invariant()
     def quota_and_counters_agree(self) -> None:
         events, rows, stored = self._db()
-        stats = self.store.totals.snapshot()
+        stats = self.store.totals.committed()
         assert stats["pending_rows"] == len(events)
         assert stats["stored_rows"] == len(rows)
         assert stats["pending_bytes"] == stored
