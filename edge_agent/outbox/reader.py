@@ -9,12 +9,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from edge_agent.contract import ContractError
 from edge_agent.errors import StorageError
+from edge_agent.outbox.packing import unpack
 from edge_agent.outbox.rows import OutboxRow
 from edge_agent.outbox.schema import file_bytes
-from edge_agent.outbox.store import COUNTERS
-
-_ROW = "SELECT seq, priority, ts, kind, stream, payload FROM events"
+from edge_agent.outbox.totals import COUNTERS
 
 
 class OutboxReader:
@@ -30,8 +30,12 @@ class OutboxReader:
             self.epoch = str(
                 self._conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
             )
+            columns = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(events)")}
         except (sqlite3.Error, TypeError) as exc:
             raise StorageError(f"cannot read outbox {path}: {exc}") from exc
+        # A file the agent has not migrated yet stores one event per row.
+        self._last = "last_seq" if "last_seq" in columns else "seq"
+        self._select = f"SELECT seq, {self._last}, priority, ts, kind, stream, payload FROM events"
 
     def __enter__(self) -> OutboxReader:
         return self
@@ -58,34 +62,48 @@ class OutboxReader:
             oldest = self._conn.execute(
                 "SELECT created FROM events ORDER BY seq LIMIT 1"
             ).fetchone()
-            last = self._conn.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name='events'"
-            ).fetchone()
+            if self._last == "seq":
+                last = self._conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name='events'"
+                ).fetchone()
+                totals["last_seq"] = 0 if last is None else int(last[0])
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read outbox {self.path}: {exc}") from exc
         return {
             "epoch": self.epoch,
-            "last_seq": 0 if last is None else int(last[0]),
             **totals,
             "oldest_pending_age_s": None if oldest is None else max(0.0, time.time() - oldest[0]),
             "file_bytes": file_bytes(self.path),
         }
 
     def peek(self, limit: int) -> list[OutboxRow]:
-        """The next `limit` rows the publisher would send, in (priority, seq) order."""
-        try:
-            rows = self._conn.execute(f"{_ROW} ORDER BY priority, seq LIMIT ?", (limit,))
-            return [OutboxRow(*row) for row in rows]
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot read outbox {self.path}: {exc}") from exc
+        """The next `limit` events the publisher would send, in (priority, seq) order."""
+        out: list[OutboxRow] = []
+        for row in self._rows(f"{self._select} ORDER BY priority, seq", ()):
+            if len(out) >= limit:
+                break
+            out.append(row)
+        return out
 
     def export(self, since: int = 0) -> Iterator[OutboxRow]:
-        """Every pending row with seq greater than `since`, in seq order, streamed."""
+        """Every pending event with seq greater than `since`, in seq order, streamed."""
+        # A row starting at or before `since` may still carry events after it.
+        query = f"{self._select} WHERE {self._last} > ? ORDER BY seq"
+        for row in self._rows(query, (since,)):
+            if row.seq > since:
+                yield row
+
+    def _rows(self, query: str, args: tuple[Any, ...]) -> Iterator[OutboxRow]:
         try:
-            cursor = self._conn.execute(f"{_ROW} WHERE seq > ? ORDER BY seq", (since,))
-            while batch := cursor.fetchmany(500):
-                for row in batch:
-                    yield OutboxRow(*row)
+            cursor = self._conn.execute(query, args)
+            while batch := cursor.fetchmany(64):
+                for seq, last_seq, priority, ts, kind, stream, payload in batch:
+                    try:
+                        envelopes = unpack(payload, last_seq - seq + 1)
+                    except ContractError as exc:
+                        raise StorageError(f"outbox {self.path}: row {seq}: {exc}") from exc
+                    for i, body in enumerate(envelopes):
+                        yield OutboxRow(seq + i, priority, ts, kind, stream, body)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read outbox {self.path}: {exc}") from exc

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 
 class OutboxRow(NamedTuple):
-    """One pending event: `payload` is the encoded envelope, ready to publish.
+    """One pending event: `payload` is its encoded envelope, ready to publish.
 
-    A named tuple, not a dataclass: a claim builds hundreds per batch straight from the
-    cursor's tuples, and a frozen dataclass's `__init__` cost more than the query."""
+    A named tuple, not a dataclass: a claim builds hundreds per batch."""
 
     seq: int
     priority: int
@@ -21,17 +20,28 @@ class OutboxRow(NamedTuple):
 
 
 class NewEvent(NamedTuple):
-    """An event to store. `tail` is its envelope after the seq (`TailEncoder`), built by
-    the producer's thread; without it the writer encodes `data` itself.
-
-    A named tuple for the same reason as OutboxRow: put_many builds one per event."""
+    """An event to store: `tail` is its envelope after the seq (`TailEncoder`)."""
 
     kind: str
     stream: str
     ts: float
-    data: dict[str, Any]
     priority: int
-    tail: bytes | None = None
+    tail: bytes
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """A row as stored: it carries the events `seq` .. `last_seq`."""
+
+    seq: int
+    last_seq: int
+    priority: int
+    size: int
+    created: float
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.seq + 1
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,40 @@ def _initial(conn: sqlite3.Connection) -> None:
     )
 
 
+def _packed_rows(conn: sqlite3.Connection) -> None:
+    # A row carries the events seq .. last_seq (the readings of one read). Without
+    # AUTOINCREMENT: the highest seq ever used is the `last_seq` total, committed with the
+    # rows, and the seq ledger beside the file (ledger.py) bounds it from outside.
+    conn.execute(
+        "CREATE TABLE rows ("
+        " seq INTEGER PRIMARY KEY,"
+        " last_seq INTEGER NOT NULL,"
+        " priority INTEGER NOT NULL,"
+        " ts REAL NOT NULL,"
+        " created REAL NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " stream TEXT NOT NULL,"
+        " payload BLOB NOT NULL)"
+    )
+    conn.execute(
+        "INSERT INTO rows SELECT seq, seq, priority, ts, created, kind, stream, payload FROM events"
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO totals VALUES ('last_seq',"
+        " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO totals VALUES ('stored_rows', (SELECT COUNT(*) FROM events))"
+    )
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE rows RENAME TO events")
+    conn.execute("CREATE INDEX events_drain ON events (priority, seq)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     # Append only; a released name never changes.
     ("0001_initial", _initial),
+    ("0002_packed_rows", _packed_rows),
 ]
 
 
@@ -80,25 +112,41 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = ()) -> l
     return applied
 
 
-def connect(
-    path: Path, *, synchronous: str, max_file_bytes: int | None, reserve_bytes: int = 0
-) -> sqlite3.Connection:
+@dataclass(frozen=True)
+class FileSettings:
+    """How the outbox file is opened (from OutboxConfig)."""
+
+    synchronous: str = "FULL"
+    max_file_bytes: int | None = None
+    page_size: int = 4096
+    checkpoint_pages: int = 1000
+    reserve_bytes: int = 0
+
+
+def connect(path: Path, settings: FileSettings) -> sqlite3.Connection:
+    new = not path.exists() or path.stat().st_size == 0
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
+        if new:
+            # Only before the first page is written: an existing file keeps its page size.
+            conn.execute(f"PRAGMA page_size={settings.page_size}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.DatabaseError(f"cannot switch to WAL (journal_mode is {mode})")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute(f"PRAGMA synchronous={settings.synchronous}")
+        # Zero deleted cells in pages written anyway, but never write a page only to zero it.
+        conn.execute("PRAGMA secure_delete=FAST")
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        if max_file_bytes is not None:
-            conn.execute(f"PRAGMA max_page_count={max(16, max_file_bytes // page_size)}")
-        if reserve_bytes:
+        if settings.max_file_bytes is not None:
+            conn.execute(f"PRAGMA max_page_count={max(16, settings.max_file_bytes // page_size)}")
+        pages = settings.checkpoint_pages
+        if settings.reserve_bytes:
             # New pages waiting in the WAL need that much room in the main file to be
             # checkpointed; keeping them under half the reserve means releasing the reserve
             # always lets a checkpoint finish on a full disk.
-            pages = max(16, min(1000, reserve_bytes // page_size // 2))
-            conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
+            pages = min(pages, max(16, settings.reserve_bytes // page_size // 2))
+        conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
     except BaseException:
         conn.close()
         raise
@@ -180,6 +228,21 @@ class Quarantined:
     last_seq: int | None
     pending_rows: int | None
 
+    def reports(self, epoch: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The `alert` and the `gap` that open the fresh file's epoch."""
+        moved = {
+            "reason": "corrupt",
+            "detail": self.reason,
+            "quarantined_file": self.moved_to.name,
+            "previous_epoch": self.previous_epoch,
+            "previous_last_seq": self.last_seq,
+        }
+        alert = {"alert": "outbox_corrupt", "severity": "error", **moved}
+        # count: the events pending in the moved file; unknown (null) when even its counters
+        # were unreadable. The file is kept, so they can still be salvaged.
+        gap = {**moved, "first_seq": None, "last_seq": self.last_seq, "count": self.pending_rows}
+        return alert, gap
+
 
 def _salvage(path: Path) -> tuple[str | None, int | None, int | None]:
     epoch: str | None = None
@@ -194,7 +257,9 @@ def _salvage(path: Path) -> tuple[str | None, int | None, int | None]:
             row = conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
             epoch = None if row is None else str(row[0])
         with contextlib.suppress(sqlite3.Error):
-            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+            row = conn.execute("SELECT value FROM totals WHERE name='last_seq'").fetchone()
+            if row is None:  # a file from before migration 0002
+                row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
             last_seq = None if row is None else int(row[0])
         with contextlib.suppress(sqlite3.Error):
             row = conn.execute("SELECT value FROM totals WHERE name='pending_rows'").fetchone()
@@ -217,9 +282,16 @@ def quarantine(path: Path, reason: str) -> Quarantined:
     return Quarantined(target, reason, epoch, last_seq, pending)
 
 
-def open_database(
-    path: Path, *, synchronous: str, max_file_bytes: int | None, reserve_bytes: int = 0
-) -> tuple[sqlite3.Connection, Quarantined | None]:
+@dataclass(frozen=True)
+class Opened:
+    """The open database, and what opening it found."""
+
+    conn: sqlite3.Connection
+    quarantined: Quarantined | None
+    applied: list[str]  # migrations run by this open ("0001_initial" first: a fresh file)
+
+
+def open_database(path: Path, settings: FileSettings) -> Opened:
     """Open (creating or migrating) the outbox; a file that fails its check is quarantined."""
     path.parent.mkdir(parents=True, exist_ok=True)
     quarantined = None
@@ -228,16 +300,10 @@ def open_database(
         if problem is None:
             conn: sqlite3.Connection | None = None
             try:
-                conn = connect(
-                    path,
-                    synchronous=synchronous,
-                    max_file_bytes=max_file_bytes,
-                    reserve_bytes=reserve_bytes,
-                )
+                conn = connect(path, settings)
                 problem = check(conn)
                 if problem is None:
-                    migrate(conn)
-                    return conn, quarantined
+                    return Opened(conn, quarantined, migrate(conn))
             except sqlite3.DatabaseError as exc:
                 if attempt or not path.exists() or not is_corrupt(exc):
                     if conn is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -18,31 +19,29 @@ from edge_agent.contract import PRIORITY_OF_KIND, ContractError, Kind, Priority
 from edge_agent.errors import StorageError
 from edge_agent.health import ComponentHealth, State, reason
 from edge_agent.outbox.encode import TailEncoder
+from edge_agent.outbox.ledger import current_boot
 from edge_agent.outbox.rows import NewEvent, OutboxRow
+from edge_agent.outbox.schema import file_bytes
 from edge_agent.outbox.store import Store
+from edge_agent.outbox.wear import WearMeter
 from edge_agent.outbox.writer import AckJob, PutJob, Writer
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 5.0
+# Room for the envelope around a tail: the prefix (node, epoch) and 20 digits of seq.
+ENVELOPE_HEAD_BYTES = 160
 
 EventSpec = tuple[Kind | str, dict[str, Any], str, float | None, Priority | None]
 
-
 _PRIORITY: dict[str, int] = {str(k): int(p) for k, p in PRIORITY_OF_KIND.items()}
-_new_tuple = tuple.__new__
-
-
-def priority_of(kind: Kind | str) -> int:
-    """The class of a kind; kinds the contract does not list travel as events."""
-    return _PRIORITY.get(kind, Priority.EVENT)
 
 
 class Outbox:
     """The durable queue between producers and the publisher.
 
     Write first: `put()` returns once the event is committed. The publisher drains with
-    `claim()` / `ack()`; claimed rows are not handed out again until `release()` (or a
+    `claim()` / `ack()`; claimed events are not handed out again until `release()` (or a
     restart), so delivery is at-least-once with `(node, epoch, seq)` as the dedupe key.
     """
 
@@ -56,25 +55,26 @@ class Outbox:
         config: OutboxConfig,
         health: ComponentHealth,
         clock: Callable[[], float] = time.time,
+        boot: Callable[[], str] = current_boot,
     ) -> None:
         self.path = path
         self.node = node
         self.config = config
         self.health = health
-        self.store = Store(path, node=node, config=config, clock=clock)
+        self.store = Store(path, node=node, config=config, clock=clock, boot=boot)
         self._writer: Writer | None = None
-        # Used on the event loop only: the envelope tails, and the last kind seen.
-        self._tails = TailEncoder()
-        self._kind: Kind | str | None = None
-        self._kind_name = ""
-        self._kind_priority = int(Priority.EVENT)
+        self._tails = TailEncoder()  # used on the event loop only
         # Claims run here, on the store's read connection: never queued behind commits.
         self._claimer: ThreadPoolExecutor | None = None
         self._new_rows = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_queued_puts)
         self._queued = 0
+        self._windows = [config.window_of(p) for p in sorted(int(p) for p in Priority)]
+        # Per stream: the time of its last read, when it came, and the interval before it.
+        self._paces: dict[str, tuple[float, float, float]] = {}
         self._rates: tuple[float, float, float] | None = None
         self._rate_facts: dict[str, float] = {"write_rate_per_s": 0.0, "ack_rate_per_s": 0.0}
+        self._wear = WearMeter()
 
     @property
     def epoch(self) -> str:
@@ -94,11 +94,21 @@ class Outbox:
             result = await writer.call(self.store.open)
             if isinstance(result, BaseException):
                 raise result
-            await writer.call(writer.reserve.maybe_restore)
+            await writer.call(writer.watch_space)
         except BaseException:
             await self._stop()
             raise
-        quarantined = self.store.quarantined
+        self._opened_state()
+        # The writer promises to turn (it heartbeats every second even when idle).
+        self.health.expect_progress(self.config.writer_stall_s)
+        self._wear.sample(writer.native_id, self.store.totals.committed()["written"])
+        self.health.set_facts(**self.stats())
+        if self.store.totals.committed()["pending_rows"]:
+            self._new_rows.set()
+        return self
+
+    def _opened_state(self) -> None:
+        quarantined, loss = self.store.quarantined, self.store.loss
         if quarantined is not None:
             self.health.count("quarantined")
             self.health.set_state(
@@ -110,14 +120,21 @@ class Outbox:
                 ),
                 error=f"corrupt database quarantined: {quarantined.reason}",
             )
+        elif loss is not None:
+            self.health.count("epoch_changes")
+            self.health.set_state(
+                State.OK,
+                reason(
+                    "new_epoch",
+                    f"new epoch {self.epoch}: {loss.detail}",
+                    cause=loss.cause,
+                    previous_epoch=loss.previous_epoch,
+                ),
+                error=f"new epoch: {loss.detail}",
+            )
         else:
             self.health.set_state(State.OK)
-        # The writer promises to turn (it heartbeats every second even when idle).
-        self.health.expect_progress(self.config.writer_stall_s)
-        self.health.set_facts(**self.stats())
-        if self.store.stats()["pending_rows"]:
-            self._new_rows.set()
-        return self
+        self._writer_state()
 
     async def __aexit__(
         self,
@@ -158,6 +175,7 @@ class Outbox:
         errors = writer.write_errors - int(self.health.counters.get("write_errors", 0))
         if errors > 0:
             self.health.count("write_errors", errors)
+        degraded = writer.degraded
         if writer.fatal is not None:
             self.health.set_state(
                 State.FAILING,
@@ -171,9 +189,9 @@ class Outbox:
                     "writer_stalled", "writer thread stalled", seconds=self.config.writer_stall_s
                 ),
             )
-        elif writer.degraded is not None:
-            self.health.set_state(State.DEGRADED, writer.degraded, error=writer.last_error)
-        else:
+        elif degraded is not None:
+            self.health.set_state(State.DEGRADED, degraded, error=writer.last_error)
+        elif self.health.state is not State.OK:
             self.health.set_state(State.OK)
 
     async def run(self) -> None:
@@ -186,6 +204,7 @@ class Outbox:
                     f"outbox {self.path} is corrupt ({writer.fatal}); restarting to quarantine it"
                 )
             self._update_rates()
+            self._wear.sample(writer.native_id, self.store.totals.committed()["written"])
             self.health.set_facts(**self.stats())
             if writer.alive and time.monotonic() - writer.heartbeat < self.config.writer_stall_s:
                 self.health.progress()
@@ -208,42 +227,31 @@ class Outbox:
         ts: float | None = None,
         priority: Priority | None = None,
     ) -> int:
-        """Commit one event; returns its seq once it is durable.
+        """Commit one event; returns its seq once it is durable (after its class's commit
+        window at most).
 
         Raises StorageError for an event the outbox refuses (NaN, not JSON, too large).
         """
         event = self._event(kind, data, stream, time.time() if ts is None else ts, priority)
-        result = (await self._submit([event]))[0]
-        if isinstance(result, BaseException):
-            self.health.count("refused")
-            raise result
+        (seq,) = await self._submit([event])
         self.health.progress("written")
-        return result
+        return seq
 
     async def put_many(self, events: Iterable[EventSpec]) -> list[int]:
         """Commit several `(kind, data, stream, ts, priority)` events; returns their seqs.
 
-        All or nothing for bad input: one refused event raises StorageError before any is
-        queued.
+        The readings of one read (same stream and time) are stored as one row. All or
+        nothing for bad input: one refused event raises StorageError before any is queued.
         """
         now = time.time()
-        event = self._event
         batch = [
-            event(kind, data, stream, now if ts is None else ts, priority)
+            self._event(kind, data, stream, now if ts is None else ts, priority)
             for kind, data, stream, ts, priority in events
         ]
         if not batch:
             return []
-        results = await self._submit(batch)
-        if all(type(r) is int for r in results):
-            self.health.progress("written", len(results))
-            return results  # type: ignore[return-value]
-        seqs = [r for r in results if isinstance(r, int)]
+        seqs = await self._submit(batch)
         self.health.progress("written", len(seqs))
-        for result in results:
-            if isinstance(result, BaseException):
-                self.health.count("refused")
-                raise result
         return seqs
 
     def _event(
@@ -254,34 +262,46 @@ class Outbox:
         ts: float,
         priority: Priority | None,
     ) -> NewEvent:
-        if kind is not self._kind:
-            # Kinds are enum members, whose hash and str are Python code: once per run of
-            # events of the same kind, not once per event.
-            self._kind, self._kind_name = kind, str(kind)
-            self._kind_priority = _PRIORITY.get(self._kind_name, Priority.EVENT)
-        name = self._kind_name
+        """The one encoding step: the envelope's tail, refused here if the contract or the
+        size cap says no."""
+        name = str(kind)
         try:
             tail = self._tails.encode(ts, name, data)
-        except (ContractError, TypeError, ValueError) as exc:
+        except (ContractError, TypeError) as exc:
             self.health.count("refused")
-            raise StorageError(f"{kind} event on stream {stream} not stored: {exc}") from exc
-        if len(tail) > self.store.max_event_bytes:
+            raise StorageError(f"{name} event on stream {stream} not stored: {exc}") from exc
+        if len(tail) + ENVELOPE_HEAD_BYTES > self.store.max_event_bytes:
             self.health.count("refused")
             raise StorageError(
-                f"{kind} event on stream {stream} of {len(tail)} bytes exceeds the"
-                f" largest allowed ({self.store.max_event_bytes}, a quarter of outbox.max_bytes)"
+                f"{name} event on stream {stream} of {len(tail)} bytes exceeds the largest"
+                f" allowed ({self.store.max_event_bytes}, a quarter of outbox.max_bytes)"
             )
-        prio = self._kind_priority if priority is None else int(priority)
-        # tuple.__new__ straight: a named tuple's own __new__ is a Python function.
-        return _new_tuple(NewEvent, (name, stream, ts, data, prio, tail))
+        level = _PRIORITY.get(name, Priority.EVENT) if priority is None else int(priority)
+        return NewEvent(name, stream, ts, level, tail)
 
-    async def _submit(self, batch: list[NewEvent]) -> list[int | BaseException]:
+    def _window(self, batch: list[NewEvent]) -> float:
+        """How long this batch may wait for company: its classes' window, but never more
+        than a quarter of the interval at which its stream's reads come, so that a producer
+        awaiting its commit (a poller) is never slowed by the window."""
+        window = min(self._windows[min(e.priority, 3)] for e in batch)
+        if window <= 0:
+            return 0.0
+        first = batch[0]
+        pace = self._paces.get(first.stream)
+        if pace is None or pace[0] != first.ts:  # a new read, not more of the same one
+            now = time.monotonic()
+            if len(self._paces) > 4096:
+                self._paces.clear()
+            pace = (first.ts, now, math.inf if pace is None else now - pace[1])
+            self._paces[first.stream] = pace
+        return min(window, pace[2] / 4)
+
+    async def _submit(self, batch: list[NewEvent]) -> list[int]:
         writer = self._require()
+        window = self._window(batch)
         async with self._slots:
-            future: asyncio.Future[list[int | BaseException]] = (
-                asyncio.get_running_loop().create_future()
-            )
-            writer.submit(PutJob(batch, future))
+            future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+            writer.submit(PutJob(batch, future, window))
             self._queued += 1
             try:
                 return await future
@@ -289,7 +309,8 @@ class Outbox:
                 self._queued -= 1
 
     async def claim(self, limit: int) -> list[OutboxRow]:
-        """The oldest pending rows in (priority, seq) order not already claimed."""
+        """The oldest pending events in (priority, seq) order not already claimed, one row
+        object per envelope."""
         writer = self._require()
         if self._claimer is None:
             raise StorageError("outbox is closed")
@@ -304,11 +325,13 @@ class Outbox:
             raise StorageError("outbox is closed") from exc
 
     def release(self, seqs: Sequence[int] | None = None) -> None:
-        """Give claimed rows back (link lost before their ack): they will be claimed again."""
+        """Give claimed events back (link lost before their ack): they will be claimed again."""
         self.store.release(seqs)
 
     async def ack(self, seqs: Sequence[int]) -> None:
-        """Delete rows the broker has confirmed, in one transaction."""
+        """The broker confirmed these events; returns once the rows they complete are
+        deleted (within `ack_window_ms`, riding along with other commits). A row shared by
+        several events goes only when all of them are acked."""
         if not seqs:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -327,8 +350,8 @@ class Outbox:
 
     def _update_rates(self) -> None:
         now = time.monotonic()
-        totals = self.store.stats()
-        written, acked = float(totals["written"]), float(totals["acked"])
+        written = float(self.store.totals.committed()["written"])
+        acked = float(self.store.totals.get("acked"))
         if self._rates is not None:
             then, was_written, was_acked = self._rates
             elapsed = max(now - then, 1e-6)
@@ -339,13 +362,34 @@ class Outbox:
         self._rates = (now, written, acked)
 
     def stats(self) -> dict[str, Any]:
-        """Facts for the status page and metrics (no database access: cheap and non-blocking)."""
-        facts = self.store.stats()
-        writer = self._writer
-        facts.update(self._rate_facts)
-        facts["degraded"] = None if writer is None else writer.degraded
-        facts["last_error"] = "" if writer is None else writer.last_error
-        facts["queued_puts"] = self._queued
-        facts["synchronous"] = self.config.synchronous
-        facts["max_bytes"] = self.config.max_bytes
-        return facts
+        """Facts for the status page, metrics and the birth (no database access: cheap and
+        non-blocking)."""
+        store, writer = self.store, self._writer
+        oldest = store.oldest_created
+        quarantined = store.quarantined
+        return {
+            "epoch": store.epoch,
+            **store.totals.committed(),
+            "claimed_rows": len(store.claims),
+            "transactions": store.transactions,
+            "oldest_pending_age_s": None if oldest is None else max(0.0, store.clock() - oldest),
+            "file_bytes": file_bytes(self.path),
+            "quarantined_file": None if quarantined is None else quarantined.moved_to.name,
+            "epoch_change": None if store.loss is None else store.loss.cause,
+            **self._rate_facts,
+            **self._wear.facts(),
+            "degraded": None if writer is None else writer.degraded,
+            "disk_reserve": _reserve_state(writer, self.config),
+            "last_error": "" if writer is None else writer.last_error,
+            "queued_puts": self._queued,
+            "synchronous": self.config.synchronous,
+            "max_bytes": self.config.max_bytes,
+        }
+
+
+def _reserve_state(writer: Writer | None, config: OutboxConfig) -> str:
+    if config.disk_reserve_bytes == 0:
+        return "off"
+    if writer is None:
+        return "unknown"
+    return "missing" if writer.reserve_missing else "ok"

@@ -2,45 +2,54 @@
 
 Every write is one transaction that inserts, deletes acknowledged rows, enforces the quota
 and commits the counters together, so a crash at any point leaves rows and counts agreeing.
+Opening it decides the epoch (`identity.judge`) against the seq ledger beside the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edge_agent.config.outbox import OutboxConfig
-from edge_agent.contract import ContractError, Kind, Priority, dumps
+from edge_agent.contract import Kind, Priority
 from edge_agent.errors import StorageError
-from edge_agent.outbox.claims import PRIORITIES, ClaimBook
-from edge_agent.outbox.encode import EnvelopeEncoder
-from edge_agent.outbox.rows import Gap, NewEvent, OutboxRow
+from edge_agent.outbox.claims import ClaimBook
+from edge_agent.outbox.drops import Drops
+from edge_agent.outbox.encode import TailEncoder, envelope, envelope_prefix
+from edge_agent.outbox.identity import Loss, StoreFacts, highest_used, judge
+from edge_agent.outbox.ledger import LedgerRecord, SeqLedger, current_boot
+from edge_agent.outbox.packing import pack
+from edge_agent.outbox.rows import NewEvent, OutboxRow, StoredRow
 from edge_agent.outbox.schema import (
+    FileSettings,
     Quarantined,
     atomic,
-    file_bytes,
     open_database,
     open_reader,
 )
+from edge_agent.outbox.totals import Totals
 
-REASONS = ("ttl", "quota", "corrupt", "disk_full")
-COUNTERS = ("pending_rows", "pending_bytes", "written", "acked", *(f"dropped_{r}" for r in REASONS))
-# Room kept for the gap rows an eviction adds, so the quota holds after they are inserted.
-GAP_RESERVE_BYTES = 512
-_CHUNK = 500
+log = logging.getLogger(__name__)
+
+# Seqs reserved ahead in the ledger: one fsync of a 4 KiB block per this many events.
+RESERVE_AHEAD = 10_000
+ROW_MAX_BYTES = 256 * 1024
 _INSERT = (
-    "INSERT INTO events (seq, priority, ts, created, kind, stream, payload)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (seq, last_seq, priority, ts, created, kind, stream, payload)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 class Store:
-    """The outbox database with its counters and claim cursor."""
+    """The outbox database with its counters, claim book and seq ledger."""
 
     def __init__(
         self,
@@ -49,91 +58,135 @@ class Store:
         node: str,
         config: OutboxConfig,
         clock: Callable[[], float] = time.time,
+        boot: Callable[[], str] = current_boot,
     ) -> None:
         self.path = path
         self.node = node
         self.config = config
         self.clock = clock
+        self.boot = boot
         self.epoch = ""
         self.quarantined: Quarantined | None = None
+        self.loss: Loss | None = None
         self.max_event_bytes = config.max_bytes // 4
+        self.totals = Totals()
+        self.claims = ClaimBook()
+        self.growth_limited = False
+        self.transactions = 0
+        self.prefix = b""
+        self.page_bytes = config.page_size  # the file's own, once open
+        self.checkpoint_pages = config.checkpoint_pages  # as capped by the reserve, once open
         self._conn: sqlite3.Connection | None = None
         # Claims read on a connection of their own: WAL lets them run beside the writer.
         self._reader: sqlite3.Connection | None = None
-        self._next_seq = 1
-        self._totals = dict.fromkeys(COUNTERS, 0)
-        self._oldest: float | None = None
-        self._transactions = 0
+        self._ledger = SeqLedger(path.with_name(path.name + ".seqs"))
+        self._tails = TailEncoder()  # for the store's own events (gaps, alerts)
+        self._drops = Drops(self)
+        self._deleted: list[int] = []
+        self._marked = -1
         self._max_pages = 0
-        self._encoder = EnvelopeEncoder(node, "")
-        self.growth_limited = False
-        self.claims = ClaimBook()
-        # Classes dropped up to a seq in the open transaction, for the claim book after commit.
-        self._dropped: list[tuple[int, int]] = []
-        self._stats_lock = threading.Lock()
+        self._oldest: float | None = None
+        self._lock = threading.Lock()
 
     # -- opening -------------------------------------------------------------------------
 
+    def file_settings(self) -> FileSettings:
+        return FileSettings(
+            synchronous=self.config.synchronous,
+            max_file_bytes=self.config.max_file_bytes,
+            page_size=self.config.page_size,
+            checkpoint_pages=self.config.checkpoint_pages,
+            reserve_bytes=self.config.disk_reserve_bytes,
+        )
+
     def open(self) -> None:
+        existed = self.path.exists() and self.path.stat().st_size > 0
         try:
-            conn, self.quarantined = open_database(
-                self.path,
-                synchronous=self.config.synchronous,
-                max_file_bytes=self.config.max_file_bytes,
-                reserve_bytes=self.config.disk_reserve_bytes,
-            )
+            opened = open_database(self.path, self.file_settings())
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
-        self._conn = conn
+        self._conn, self.quarantined = opened.conn, opened.quarantined
         try:
             self._reader = open_reader(self.path)
-        except sqlite3.Error as exc:
+            self._max_pages = int(self.db.execute("PRAGMA max_page_count").fetchone()[0])
+            self.page_bytes = int(self.db.execute("PRAGMA page_size").fetchone()[0])
+            self.checkpoint_pages = int(self.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            self.epoch = str(
+                self.db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
+            )
+            self.totals.load(self.db)
+            record, mark = self._ledger.open()
+        except (sqlite3.Error, OSError) as exc:
             self.close()
             raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
-        self._max_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
-        self.epoch = str(conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
-        self._encoder = EnvelopeEncoder(self.node, self.epoch)
-        self._load()
-        if self.quarantined is not None:
-            self._report_quarantine(self.quarantined)
-
-    def _load(self) -> None:
-        db = self.db
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-        totals = dict.fromkeys(COUNTERS, 0)
-        totals.update({str(k): int(v) for k, v in db.execute("SELECT name, value FROM totals")})
-        with self._stats_lock:
-            self._next_seq = (0 if row is None else int(row[0])) + 1
-            self._totals = totals
+        fresh = "0001_initial" in opened.applied
+        facts = StoreFacts(
+            epoch=self.epoch,
+            last_seq=self.totals.last_seq,
+            fresh=fresh,
+            file_existed=existed,
+            upgraded="0002_packed_rows" in opened.applied and not fresh,
+        )
+        boot = self.boot()
+        if self.quarantined is None:
+            self.loss = judge(record, mark, facts, ledger_existed=self._ledger.existed, boot=boot)
+        try:
+            if self.quarantined is not None or self.loss is not None:
+                self._new_epoch(highest_used(record, mark, facts) + 1, boot)
+            else:
+                self._ledger.save(
+                    LedgerRecord(
+                        self.epoch,
+                        max(self.totals.last_seq, 0 if record is None else record.reserved),
+                        boot,
+                        self.config.synchronous,
+                    )
+                )
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
+        self.prefix = envelope_prefix(self.node, self.epoch)
         self._refresh_oldest()
 
-    def _report_quarantine(self, q: Quarantined) -> None:
-        moved = {
-            "reason": "corrupt",
-            "detail": q.reason,
-            "quarantined_file": q.moved_to.name,
-            "previous_epoch": q.previous_epoch,
-            "previous_last_seq": q.last_seq,
-        }
-        gap = {**moved, "first_seq": None, "last_seq": q.last_seq, "count": q.pending_rows}
-        alert = {"alert": "outbox_corrupt", "severity": "error", **moved}
-        with self._stats_lock:
-            # Rows that were pending in the moved file; unknown (null in the gap) when even
-            # the counters were unreadable. The file is kept, so they can still be salvaged.
-            self._totals["dropped_corrupt"] += q.pending_rows or 0
-        now = self.clock()
-        self.write(
-            [
-                NewEvent(Kind.ALERT, "alert", now, alert, Priority.ALERT),
-                NewEvent(Kind.GAP, "gap", now, gap, Priority.ALERT),
-            ],
-            [],
+    def _new_epoch(self, first_seq: int, boot: str) -> None:
+        """Start a new epoch at `first_seq` and report why, in one transaction."""
+        fresh_file = self.quarantined is not None or (
+            self.loss is not None and self.loss.cause in ("file_missing", "file_reset")
         )
-        self._set_meta("quarantined", q.moved_to.name)
-
-    def _set_meta(self, key: str, value: str) -> None:
-        with atomic(self.db) as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        if not fresh_file:  # a fresh file was born with a new epoch already
+            self.epoch = secrets.token_hex(8)
+        self._ledger.save(
+            LedgerRecord(self.epoch, first_seq + RESERVE_AHEAD, boot, self.config.synchronous)
+        )
+        self.totals.skip_to(first_seq - 1)
+        self.prefix = envelope_prefix(self.node, self.epoch)
+        now = self.clock()
+        reports = self.quarantined or self.loss
+        assert reports is not None
+        alert, gap = reports.reports(self.epoch)
+        events = [
+            self._own_event(Kind.ALERT, "alert", now, alert),
+            self._own_event(Kind.GAP, "gap", now, gap),
+        ]
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (self.epoch,))
+            if self.quarantined is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('quarantined', ?)",
+                    (self.quarantined.moved_to.name,),
+                )
+                # Rows that were pending in the moved file; unknown (null in the gap) when
+                # even the counters were unreadable. The file is kept for salvage.
+                self.totals.add("dropped_corrupt", self.quarantined.pending_rows or 0)
+            self._insert(db, events)
+        if self.loss is not None:  # a quarantine was logged when the file was moved
+            log.error(
+                "outbox: new epoch %s after epoch %s: %s (seqs continue at %d)",
+                self.epoch,
+                self.loss.previous_epoch,
+                self.loss.detail,
+                first_seq,
+            )
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -141,270 +194,184 @@ class Store:
             raise StorageError("outbox is closed")
         return self._conn
 
-    def close(self) -> None:
+    def close(self, *, clean: bool = False) -> None:
+        """Close; `clean` checkpoints and records the last seq, proof that nothing is lost."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None
         if self._conn is not None:
+            record = self._ledger.record
+            if clean and record is not None and record.epoch == self.epoch:
+                try:
+                    busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                    if not busy:
+                        self._ledger.save(replace(record, clean=self.totals.last_seq))
+                except (sqlite3.Error, OSError) as exc:
+                    log.warning("outbox: closing without a clean mark: %s", exc)
             self._conn.close()
             self._conn = None
+        self._ledger.close()
 
     # -- writing -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction that also saves the totals; on any failure the in-memory
-        counters (next seq, totals, rows marked dropped) roll back with it."""
-        with self._stats_lock:
-            saved = (self._next_seq, dict(self._totals))
+        counters and the rows marked deleted or dropped roll back with it."""
+        self.totals.begin()
+        self._drops.begin()
         try:
             with atomic(self.db) as db:
                 yield db
-                self._save_totals(db)
+                self.totals.save(db)
         except BaseException:
-            with self._stats_lock:
-                self._next_seq, self._totals = saved
-            self._dropped.clear()
+            self.totals.rollback()
+            self._deleted = []
+            self._drops.rollback()
             raise
+        self.totals.commit()
+        self.transactions += 1
+        self.claims.forget(self._deleted)
+        self._deleted = []
+        self._drops.committed()
+        if self.totals.last_seq != self._marked:
+            self._marked = self.totals.last_seq
+            self._ledger.mark(self.epoch, self._marked)
 
-    def write(self, events: Sequence[NewEvent], acks: Iterable[int]) -> list[int | BaseException]:
-        """Commit events and delete acknowledged seqs in one transaction.
+    def write(self, events: Sequence[NewEvent], acks: Iterable[int]) -> list[int]:
+        """Commit events and delete acknowledged seqs in one transaction; returns the seqs.
 
-        Returns, per event, its seq or the error that refused it (bad payload, too big).
-        On a database error nothing is kept and the error propagates.
-        """
-        acked = sorted(set(acks))
+        On a database error nothing is kept and the error propagates."""
         with self._transaction() as db:
-            results = self._insert(db, events)
-            self._delete(db, acked)
-            self._enforce_quota(db, "quota")
-        self._committed(acked)
-        with self._stats_lock:
-            self._transactions += 1
+            seqs = self._insert(db, events)
+            self._delete_acked(db, acks)
+            self._drops.enforce_quota(db)
         self._refresh_oldest()
-        return results
+        return seqs
 
-    def _insert(
-        self, db: sqlite3.Connection, events: Sequence[NewEvent]
-    ) -> list[int | BaseException]:
-        now = self.clock()
-        seq = self._next_seq
-        splice = self._encoder.splice
-        # The envelope around a tail: the prefix and at most 20 digits of seq.
-        room = self.max_event_bytes - len(self._encoder.prefix) - 20
-        if all(e.tail is not None and len(e.tail) <= room for e in events):
-            # The producers built every tail and none can be too big: only the seq to splice.
-            seqs = range(seq, seq + len(events))
-            rows = [
-                (s, e.priority, e.ts, now, e.kind, e.stream, splice(s, e.tail))  # type: ignore[arg-type]
-                for s, e in zip(seqs, events, strict=True)
-            ]
-            results: list[int | BaseException] = list(seqs)
-            seq += len(rows)
-        else:
-            rows, results, seq = self._encode_each(events, seq, now)
-        if rows:
-            db.executemany(_INSERT, rows)
-        size = sum(len(r[6]) for r in rows)
-        with self._stats_lock:
-            self._next_seq = seq
-            self._totals["pending_rows"] += len(rows)
-            self._totals["pending_bytes"] += size
-            self._totals["written"] += len(rows)
-        return results
-
-    def _encode_each(
-        self, events: Sequence[NewEvent], seq: int, now: float
-    ) -> tuple[list[tuple[Any, ...]], list[int | BaseException], int]:
-        """Rows for events one at a time, refusing the ones that cannot be stored."""
+    def _insert(self, db: sqlite3.Connection, events: Sequence[NewEvent]) -> list[int]:
+        if not events:
+            return []
+        first = self.totals.last_seq + 1
+        last = first + len(events) - 1
+        if self._ledger.record is None or last > self._ledger.record.reserved:
+            self._ledger.reserve(last + RESERVE_AHEAD)  # on the device before any is used
+        seqs = [0] * len(events)
         rows: list[tuple[Any, ...]] = []
-        results: list[int | BaseException] = []
-        for event in events:
-            try:
-                if event.tail is None:
-                    blob = self._encoder.encode(seq, event.ts, event.kind, dumps(event.data))
-                else:
-                    blob = self._encoder.splice(seq, event.tail)
-            except (ContractError, TypeError, ValueError) as exc:
-                results.append(
-                    StorageError(f"{event.kind} event on stream {event.stream} not stored: {exc}")
-                )
-                continue
-            if len(blob) > self.max_event_bytes:
-                results.append(
-                    StorageError(
-                        f"event of {len(blob)} bytes exceeds the largest allowed"
-                        f" ({self.max_event_bytes}, a quarter of outbox.max_bytes)"
-                    )
-                )
-                continue
-            rows.append((seq, event.priority, event.ts, now, event.kind, event.stream, blob))
-            results.append(seq)
-            seq += 1
-        return rows, results, seq
-
-    def _delete(self, db: sqlite3.Connection, seqs: Sequence[int]) -> None:
-        """Delete sorted, distinct seqs; a backlog's acks are runs of consecutive seqs,
-        deleted one range at a time."""
-        rows = size = 0
-        for first, last in _runs(seqs):
-            n, b = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events"
-                " WHERE seq BETWEEN ? AND ?",
-                (first, last),
-            ).fetchone()
-            if n:
-                db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
-            rows += n
-            size += b
-        with self._stats_lock:
-            self._totals["pending_rows"] -= rows
-            self._totals["pending_bytes"] -= size
-            self._totals["acked"] += rows
-
-    def _committed(self, acked: Iterable[int]) -> None:
-        # Only once the deletes are committed: until then a claim (on its own connection)
-        # still sees those rows, and must keep skipping them.
-        self.claims.forget(acked)
-        dropped, self._dropped = self._dropped, []
-        for priority, last in dropped:
-            self.claims.forget_through(priority, last)
-
-    def _over(self, extra_rows: int) -> bool:
-        with self._stats_lock:
-            rows = self._totals["pending_rows"] + extra_rows
-            size = self._totals["pending_bytes"] + extra_rows * GAP_RESERVE_BYTES
-        max_rows = self.config.max_rows
-        return size > self.config.max_bytes or (max_rows is not None and rows > max_rows)
-
-    def _enforce_quota(self, db: sqlite3.Connection, reason: str) -> None:
-        for _ in range(3):
-            if not self._over(0):
-                return
-            gaps: list[Gap] = []
-            for priority in reversed(PRIORITIES):
-                gap = self._drop_oldest(db, priority, reason, lambda g: not self._over(g), gaps)
-                if gap is not None:
-                    gaps.append(gap)
-                if not self._over(len(gaps)):
-                    break
-            self._insert_gaps(db, gaps)
-
-    def _drop_oldest(
-        self,
-        db: sqlite3.Connection,
-        priority: int,
-        reason: str,
-        enough: Callable[[int], bool],
-        gaps: list[Gap],
-        *,
-        cutoff: float | None = None,
-    ) -> Gap | None:
-        """Drop the oldest rows of one class until `enough(gap_rows)` or (TTL) a young row."""
-        cursor = db.execute(
-            "SELECT seq, LENGTH(payload), created FROM events WHERE priority = ? ORDER BY seq",
-            (priority,),
-        )
-        first = last = None
-        count = size = 0
-        try:
-            while True:
-                batch = cursor.fetchmany(_CHUNK)
-                if not batch:
-                    break
-                stop = False
-                for seq, length, created in batch:
-                    if cutoff is not None and created >= cutoff:
-                        stop = True
-                        break
-                    if cutoff is None and enough(len(gaps) + (1 if count else 0)):
-                        stop = True
-                        break
-                    first = seq if first is None else first
-                    last = seq
-                    count += 1
-                    size += length
-                    with self._stats_lock:
-                        self._totals["pending_rows"] -= 1
-                        self._totals["pending_bytes"] -= length
-                if stop or (cutoff is not None and count >= 10 * _CHUNK):
-                    break
-        finally:
-            cursor.close()
-        if first is None or last is None:
-            return None
-        db.execute(
-            "DELETE FROM events WHERE priority = ? AND seq BETWEEN ? AND ?", (priority, first, last)
-        )
-        with self._stats_lock:
-            self._totals[f"dropped_{reason}"] += count
-        self._dropped.append((priority, last))
-        return Gap(reason, priority, first, last, count)
-
-    def _insert_gaps(self, db: sqlite3.Connection, gaps: Sequence[Gap]) -> None:
+        size = 0
         now = self.clock()
-        events = [
-            NewEvent(
-                Kind.GAP,
-                "gap",
-                now,
-                {
-                    "reason": g.reason,
-                    "priority": Priority(g.priority).name.lower(),
-                    "first_seq": g.first_seq,
-                    "last_seq": g.last_seq,
-                    "count": g.count,
-                },
-                Priority.ALERT,
+        compress = self.config.compression == "zstd"
+        seq = first
+        for members in self._rows_of(events):
+            head = events[members[0]]
+            envelopes = []
+            for offset, index in enumerate(members):
+                seqs[index] = seq + offset
+                envelopes.append(envelope(self.prefix, seq + offset, events[index].tail))
+            payload = pack(envelopes, compress=compress)
+            rows.append(
+                (
+                    seq,
+                    seq + len(members) - 1,
+                    head.priority,
+                    head.ts,
+                    now,
+                    head.kind,
+                    head.stream,
+                    payload,
+                )
             )
-            for g in gaps
-        ]
-        if events:
-            self._insert(db, events)
+            size += len(payload)
+            seq += len(members)
+        db.executemany(_INSERT, rows)
+        self.totals.inserted(len(events), len(rows), size, last)
+        return seqs
 
-    def _save_totals(self, db: sqlite3.Connection) -> None:
-        with self._stats_lock:
-            items = list(self._totals.items())
-        db.executemany("INSERT OR REPLACE INTO totals VALUES (?, ?)", items)
+    def _rows_of(self, events: Sequence[NewEvent]) -> list[list[int]]:
+        """Which events share a row: the readings of one read (same stream, time and kind),
+        up to `row_max_events`; every other event has a row of its own."""
+        limit = self.config.row_max_events
+        if limit == 1 or len(events) == 1:
+            return [[i] for i in range(len(events))]
+        groups: dict[object, list[list[int]]] = {}
+        sizes: dict[object, int] = {}
+        for i, event in enumerate(events):
+            key: object = (
+                (event.stream, event.ts, event.kind) if event.priority == Priority.READING else i
+            )
+            rows = groups.get(key)
+            if rows is None or len(rows[-1]) >= limit or sizes[key] > ROW_MAX_BYTES:
+                rows = groups.setdefault(key, [])
+                rows.append([])
+                sizes[key] = 0
+            rows[-1].append(i)
+            sizes[key] += len(event.tail)
+        return [row for rows in groups.values() for row in rows]
+
+    def alert_event(self, data: dict[str, Any]) -> NewEvent:
+        """An alert of the outbox's own, to write."""
+        return self._own_event(Kind.ALERT, "alert", self.clock(), data)
+
+    def _own_event(self, kind: Kind, stream: str, ts: float, data: dict[str, Any]) -> NewEvent:
+        return NewEvent(
+            str(kind), stream, ts, Priority.ALERT, self._tails.encode(ts, str(kind), data)
+        )
+
+    def insert_gap(self, db: sqlite3.Connection, data: dict[str, Any]) -> tuple[int, float, int]:
+        """Queue a gap event; returns its seq, time and stored size."""
+        now = self.clock()
+        (seq,) = self._insert(db, [self._own_event(Kind.GAP, "gap", now, data)])
+        return seq, now, len(self.gap_envelope(seq, now, data))
+
+    def gap_envelope(self, seq: int, ts: float, data: dict[str, Any]) -> bytes:
+        return envelope(self.prefix, seq, self._tails.encode(ts, str(Kind.GAP), data))
+
+    def _delete_acked(self, db: sqlite3.Connection, acks: Iterable[int]) -> None:
+        """Delete the rows whose every event is acked, in runs of consecutive seqs."""
+        unknown = self.claims.ack(acks)
+        for row, seqs in self._rows_holding(db, unknown):
+            self.claims.adopt(row, seqs)
+        rows = sorted(self.claims.complete(), key=lambda r: r.seq)
+        for first, last in _runs(rows):
+            db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
+        self.totals.removed(rows, "acked")
+        self._deleted = [r.seq for r in rows]
+        self._drops.drop_damaged(db, self.claims.damaged())
+
+    def _rows_holding(
+        self, db: sqlite3.Connection, seqs: Sequence[int]
+    ) -> list[tuple[StoredRow, list[int]]]:
+        found: dict[int, tuple[StoredRow, list[int]]] = {}
+        for seq in seqs:
+            hit = db.execute(
+                "SELECT seq, last_seq, priority, LENGTH(payload), created FROM events"
+                " WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
+                (seq,),
+            ).fetchone()
+            if hit is not None and seq <= hit[1]:
+                found.setdefault(hit[0], (StoredRow(*hit), []))[1].append(seq)
+        return list(found.values())
 
     def expire(self) -> int:
         """Remove rows older than their class's TTL (one bounded chunk per class)."""
-        gaps: list[Gap] = []
+        if not self._drops.anything_expired(self.db):
+            return 0  # no transaction: nothing written when there is nothing to drop
         with self._transaction() as db:
-            now = self.clock()
-            for priority in PRIORITIES:
-                cutoff = now - self.config.ttl_of(priority)
-                gap = self._drop_oldest(db, priority, "ttl", lambda _: False, gaps, cutoff=cutoff)
-                if gap is not None:
-                    gaps.append(gap)
-            self._insert_gaps(db, gaps)
-        self._committed(())
+            dropped = self._drops.expire(db)
         self._refresh_oldest()
-        return sum(g.count for g in gaps)
+        return dropped
 
-    def evict_for_space(self, rows: int) -> int:
-        """Drop up to `rows` oldest lowest-priority rows to make room on a full disk."""
-        with self._stats_lock:
-            target = max(0, self._totals["pending_rows"] - rows)
-        gaps: list[Gap] = []
+    def evict_for_space(self, size: int) -> int:
+        """Drop the oldest lowest-priority rows, `size` stored bytes at least, to make room
+        on a full disk; returns the events dropped."""
         with self._transaction() as db:
-            for priority in reversed(PRIORITIES):
-                gap = self._drop_oldest(
-                    db,
-                    priority,
-                    "disk_full",
-                    lambda _: self._totals["pending_rows"] <= target,
-                    gaps,
-                )
-                if gap is not None:
-                    gaps.append(gap)
-            self._insert_gaps(db, gaps)
-        self._committed(())
+            dropped = self._drops.evict_for_space(db, size)
         self._refresh_oldest()
-        return sum(g.count for g in gaps)
+        return dropped
 
     def checkpoint(self) -> None:
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # RESTART, not TRUNCATE: the WAL keeps its size, room that a full disk cannot take.
+        self.db.execute("PRAGMA wal_checkpoint(RESTART)")
 
     def limit_growth(self) -> None:
         """Forbid the main file to grow: with no new pages in the WAL, a checkpoint never
@@ -417,10 +384,24 @@ class Store:
         self.db.execute(f"PRAGMA max_page_count={self._max_pages}")
         self.growth_limited = False
 
+    def space_needed(self) -> int:
+        """Free bytes this file may still need to keep checkpointing: room in the main file
+        for pages that are new since the last checkpoint, and room for the WAL to reach the
+        size at which it is checkpointed (it is reused from its start after that)."""
+        try:
+            main = self.path.stat().st_size
+            wal = self.path.with_name(self.path.name + "-wal").stat().st_size
+        except OSError:
+            main = wal = 0
+        pages = int(self.db.execute("PRAGMA page_count").fetchone()[0])
+        debt = max(0, pages * self.page_bytes - main)
+        frames = self.checkpoint_pages * (self.page_bytes + 24) + 32
+        return debt + max(0, frames - wal)
+
     # -- draining ------------------------------------------------------------------------
 
     def claim(self, limit: int) -> list[OutboxRow]:
-        """The oldest unclaimed rows in (priority, seq) order, streamed with a cursor.
+        """The oldest unclaimed events in (priority, seq) order, streamed with a cursor.
 
         Reads on the claim connection: safe to call from another thread than the writer's
         (one claim at a time)."""
@@ -435,43 +416,24 @@ class Store:
 
     def _refresh_oldest(self) -> None:
         row = self.db.execute("SELECT created FROM events ORDER BY seq LIMIT 1").fetchone()
-        with self._stats_lock:
+        with self._lock:
             self._oldest = None if row is None else float(row[0])
 
     @property
-    def next_seq(self) -> int:
-        with self._stats_lock:
-            return self._next_seq
-
-    def stats(self) -> dict[str, Any]:
-        with self._stats_lock:
-            totals = dict(self._totals)
-            oldest = self._oldest
-        claimed = len(self.claims)
-        return {
-            "epoch": self.epoch,
-            "last_seq": self._next_seq - 1,
-            **totals,
-            "claimed_rows": claimed,
-            "transactions": self._transactions,
-            "oldest_pending_age_s": None if oldest is None else max(0.0, self.clock() - oldest),
-            "file_bytes": file_bytes(self.path),
-            "quarantined_file": None
-            if self.quarantined is None
-            else self.quarantined.moved_to.name,
-        }
+    def oldest_created(self) -> float | None:
+        with self._lock:
+            return self._oldest
 
 
-def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted distinct seqs as (first, last) runs of consecutive numbers."""
+def _runs(rows: Sequence[StoredRow]) -> list[tuple[int, int]]:
+    """Rows sorted by seq as (first row seq, last row seq) runs that cover consecutive seqs:
+    no other row can lie inside a run, so each is one range delete."""
     runs: list[tuple[int, int]] = []
-    if not seqs:
-        return runs
-    first = last = seqs[0]
-    for seq in seqs[1:]:
-        if seq != last + 1:
-            runs.append((first, last))
-            first = seq
-        last = seq
-    runs.append((first, last))
+    end = -1
+    for row in rows:
+        if runs and row.seq == end + 1:
+            runs[-1] = (runs[-1][0], row.seq)
+        else:
+            runs.append((row.seq, row.seq))
+        end = row.last_seq
     return runs

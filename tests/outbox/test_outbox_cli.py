@@ -76,6 +76,18 @@ async def test_stats_peek_export_while_the_outbox_is_open(tmp_path: Path) -> Non
         # The agent side is untouched by the readers.
         assert len(await outbox.claim(10)) == 5
 
+        # The readings of one read share a stored row: the readers still see one envelope
+        # each, and --since may fall inside such a row.
+        read = await outbox.put_many(
+            [(Kind.READING, {"q": q}, "plc", 1_700_000_000.0, None) for q in range(6)]
+        )
+        export = _outbox_cli(config, "export", "--since", str(read[2]))
+        envelopes = [Envelope.decode(line) for line in export.stdout.splitlines()]
+        assert [e.seq for e in envelopes] == read[3:]
+        assert [e.data for e in envelopes] == [{"q": q} for q in range(3, 6)]
+        peek = _outbox_cli(config, "peek", "-n", "20")
+        assert [json.loads(line)["seq"] for line in peek.stdout.splitlines()][-6:] == read
+
 
 def test_missing_outbox_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"

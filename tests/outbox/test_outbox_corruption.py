@@ -3,6 +3,7 @@ and the loss is queued as an alert and a gap; the outbox keeps working."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sqlite3
@@ -20,8 +21,10 @@ PAGE = 4096
 
 async def _filled(path: Path) -> tuple[str, int]:
     async with make_outbox(path) as outbox:
-        for i in range(300):
-            last = await outbox.put(Kind.READING, {"i": i, "pad": "p" * 200}, stream="s")
+        seqs = await asyncio.gather(
+            *(outbox.put(Kind.READING, {"i": i, "pad": "p" * 200}, stream="s") for i in range(300))
+        )
+        last = max(seqs)
         epoch = outbox.epoch
     # Closing the last connection checkpoints the WAL into the main file.
     assert not path.with_name(path.name + "-wal").exists()
@@ -66,7 +69,7 @@ def _foreign_sqlite(path: Path) -> None:
 )
 async def test_corrupt_file_is_quarantined_and_reported(tmp_path: Path, damage: object) -> None:
     path = tmp_path / "outbox.sqlite3"
-    old_epoch, _ = await _filled(path)
+    old_epoch, last = await _filled(path)
     assert callable(damage)
     damage(path)
     damaged = path.read_bytes()
@@ -90,9 +93,11 @@ async def test_corrupt_file_is_quarantined_and_reported(tmp_path: Path, damage: 
         for row in rows:  # what the IOC receives follows the published contract
             validate("envelope", json.loads(row.payload))
 
-        # And it simply goes on working.
+        # And it simply goes on working, its seqs above every seq the moved file used, so
+        # (node, seq) alone stays unique too.
+        assert rows[0].seq > last
         seq = await outbox.put(Kind.READING, {"after": True}, stream="s")
-        assert seq == 3
+        assert seq == rows[1].seq + 1
     assert integrity(path) == "ok"
 
 

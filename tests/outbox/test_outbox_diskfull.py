@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ import pytest
 
 from edge_agent.contract import Kind
 from edge_agent.health import State
+from tests.conftest import IN_CI
 from tests.outbox.helpers import eventually, gap_covers, integrity, make_outbox, rows_in
+from tests.sync.schema import validate
 
 FS_BYTES = 4 * 1024 * 1024
 
@@ -61,7 +64,11 @@ async def test_disk_full_degrades_and_recovers(tmp_path: Path) -> None:
         # coming back.
         limit = None if mounted else 1024 * 1024
         outbox = make_outbox(
-            path, max_file_bytes=limit, max_queued_puts=64, disk_reserve_bytes=256 * 1024
+            path,
+            max_file_bytes=limit,
+            max_queued_puts=64,
+            disk_reserve_bytes=256 * 1024,
+            commit_window_reading_ms=5,
         )
         committed: list[int] = []
         seen: set[State] = set()
@@ -74,7 +81,8 @@ async def test_disk_full_degrades_and_recovers(tmp_path: Path) -> None:
                 await asyncio.sleep(0.002)
 
         async with outbox:
-            filler = _fill(state, 600 * 1024) if mounted else None
+            # Another program takes the last byte at once: what the ballast is for.
+            filler = _fill(state, 0) if mounted else None
             watcher = asyncio.create_task(watch())
             async with asyncio.timeout(120):
                 while outbox.stats()["dropped_disk_full"] == 0 or State.DEGRADED not in seen:
@@ -119,3 +127,104 @@ async def test_disk_full_degrades_and_recovers(tmp_path: Path) -> None:
         for seq in committed:
             assert seq in rows or gap_covers(gaps, seq), f"row {seq} lost without a gap"
         assert sum(g["count"] for g in gaps) == len([s for s in committed if s not in rows])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "settings",
+    # A 4 MiB filesystem holds no 4 MiB WAL: the outbox would stop growing at once.
+    [{"disk_reserve_bytes": 0, "checkpoint_pages": 128}, {}],
+    ids=["reserve_off", "default_reserve_does_not_fit"],
+)
+async def test_a_full_disk_without_a_reserve_still_evicts_and_reports(
+    tmp_path: Path, settings: dict[str, int]
+) -> None:
+    """No ballast (turned off, or the default one never fitted on a small filesystem): the
+    outbox still makes room by the eviction policy and reports every drop as a gap, so the
+    producers never stop: there is no hole in the observations."""
+    state = tmp_path / "state"
+    with small_filesystem(state) as mounted:
+        path = state / "outbox.sqlite3"
+        limit = None if mounted else 1024 * 1024
+        outbox = make_outbox(
+            path, max_file_bytes=limit, max_queued_puts=64, commit_window_reading_ms=5, **settings
+        )
+        committed: list[int] = []
+        async with outbox:
+            reserve = path.with_name(path.name + ".reserve")
+            if settings:
+                assert outbox.health.state is State.OK
+            elif mounted:
+                # 4 MiB of ballast cannot fit on a 4 MiB filesystem: said, not hidden.
+                assert not reserve.exists()
+                assert outbox.health.state is State.DEGRADED
+                assert outbox.health.reason is not None
+                assert outbox.health.reason.code == "no_disk_reserve"
+            if mounted:
+                _fill(state, 600 * 1024)
+            async with asyncio.timeout(120):
+                while outbox.stats()["dropped_disk_full"] == 0:
+                    committed.append(
+                        await outbox.put(Kind.READING, {"pad": "x" * 1000}, stream="s")
+                    )
+                # The disk stays full, and readings keep being committed all the same.
+                for _ in range(300):
+                    committed.append(
+                        await outbox.put(Kind.READING, {"pad": "z" * 1000}, stream="s")
+                    )
+            assert outbox.health.state is State.DEGRADED
+            assert outbox.health.detail.startswith("disk full"), outbox.health.detail
+            alert = await outbox.put(Kind.ALERT, {"a": 1}, stream="a")
+        assert integrity(path) == "ok"
+        rows = rows_in(path)
+        assert alert in rows
+        gaps = [env["data"] for _, kind, env in rows.values() if kind == "gap"]
+        assert gaps and {g["reason"] for g in gaps} == {"disk_full"}
+        for seq in committed:
+            assert seq in rows or gap_covers(gaps, seq), f"row {seq} lost without a gap"
+        assert sum(g["count"] for g in gaps) == len([s for s in committed if s not in rows])
+
+
+@pytest.mark.asyncio
+async def test_a_disk_filled_at_once_without_a_reserve_reports_the_stall(tmp_path: Path) -> None:
+    """Without ballast, a disk that another program fills to the last byte at once can hold
+    writes until space returns; the wait is then reported upstream, never silent."""
+    state = tmp_path / "state"
+    with small_filesystem(state) as mounted:
+        if not mounted:
+            message = "needs a small filesystem of its own, and mount is refused here"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        path = state / "outbox.sqlite3"
+        async with make_outbox(path, disk_reserve_bytes=0, checkpoint_pages=128) as outbox:
+            for i in range(20):
+                await outbox.put(Kind.READING, {"i": i, "pad": "x" * 1000}, stream="s")
+            # A WAL emptied to zero bytes (as after a start) has no room of its own left.
+            other = sqlite3.connect(path)
+            assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+            other.close()
+            filler = _fill(state, 0)
+            seqs: list[int] = []
+
+            async def produce() -> None:
+                while True:
+                    seqs.append(await outbox.put(Kind.READING, {"pad": "w" * 1000}, stream="s"))
+
+            producer = asyncio.create_task(produce())
+            await eventually(lambda: outbox.health.counters.get("write_errors", 0) >= 2)
+            assert outbox.health.detail == "disk full"
+            assert outbox.stats()["queued_puts"] == 1 and not seqs  # the producer waits
+            filler.unlink()
+            await eventually(lambda: len(seqs) >= 2)
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+        rows = rows_in(path)
+        assert set(seqs) <= set(rows)
+        (envelope,) = [e for _, kind, e in rows.values() if kind == "alert"]
+        validate("envelope", envelope)
+        stall = envelope["data"]
+        assert stall["alert"] == "outbox_stalled"
+        assert stall["cause"] == "disk_full"
+        assert stall["from"] < stall["to"] and stall["duration_s"] > 0

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.outbox.schema import MIGRATIONS, connect, migrate
+from edge_agent.outbox.schema import MIGRATIONS, FileSettings, connect, migrate
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    return connect(path, synchronous="FULL", max_file_bytes=None)
+    return connect(path, FileSettings())
 
 
 def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
@@ -35,8 +35,8 @@ def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path) -> None:
         db.execute("INSERT INTO no_such_table VALUES (1)")
 
     with pytest.raises(sqlite3.OperationalError):
-        migrate(conn, [*MIGRATIONS, ("0002_extra", half_done)])
+        migrate(conn, [*MIGRATIONS, ("9999_extra", half_done)])
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "extra" not in tables
-    assert "0002_extra" not in {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+    assert "9999_extra" not in {r[0] for r in conn.execute("SELECT name FROM _migrations")}
     conn.close()
