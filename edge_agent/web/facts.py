@@ -213,6 +213,9 @@ class NodeStatus:
                 "last_seq",
                 "write_rate_per_s",
                 "ack_rate_per_s",
+                "disk_write_bytes",
+                "disk_write_bytes_per_hour",
+                "flash_wear_gb_per_day",
             )
         }
         return {

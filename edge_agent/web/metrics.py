@@ -44,6 +44,27 @@ OUTBOX: list[Spec] = [
     ("counter", "outbox_acked_rows", "acked", "Rows deleted once the broker confirmed.", ""),
     ("counter", "outbox_write_errors", "write_errors", "Failed commits (retried).", ""),
     ("counter", "outbox_refused_events", "refused", "Events refused (NaN, too large).", ""),
+    (
+        "counter",
+        "outbox_disk_written_bytes",
+        "disk_write_bytes",
+        "Bytes the outbox wrote to the device since start (WAL, checkpoints, seq ledger).",
+        "bytes",
+    ),
+    (
+        "gauge",
+        "outbox_disk_write_rate_bytes_per_hour",
+        "disk_write_bytes_per_hour",
+        "Bytes the outbox wrote to the device over the last hour, per hour.",
+        "",
+    ),
+    (
+        "gauge",
+        "outbox_flash_wear_bytes_per_day",
+        "flash_wear_bytes_per_day",
+        "Plain estimate of the bytes the outbox writes to the flash per day at that rate.",
+        "",
+    ),
 ]
 SYNC: list[Spec] = [
     ("gauge", "sync_connected", "connected", "1 while the link to the broker is up.", ""),
@@ -191,6 +212,9 @@ class AgentCollector(Collector):
         facts = snap["facts"]
         source = {**snap["counters"], **facts}
         source["oldest_pending_age_s"] = facts.get("oldest_pending_age_s") or 0.0
+        per_hour = _num(facts.get("disk_write_bytes_per_hour"))
+        if per_hour is not None:
+            source["flash_wear_bytes_per_day"] = per_hour * 24
         yield from _simple(OUTBOX, source)
         dropped = _labelled(
             "counter",

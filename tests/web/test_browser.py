@@ -144,6 +144,10 @@ def test_vietnamese_then_english(node: RunningAgent, page: Page, artefacts: Path
     pending = page.inner_text('#sync [data-k="pending"]')
     assert re.fullmatch(r"\d{1,3}(\.\d{3})* bản ghi \(.+\)", pending), pending
     assert page.locator('[data-sensor="sim-1"] svg.spark circle').count() >= 1
+    flash = page.wait_for_selector('#host [data-k="flash-writes"]', timeout=60_000)
+    assert flash is not None and re.fullmatch(
+        r"\S+ \S+ mỗi giờ, khoảng \S+ \S+ mỗi ngày", flash.inner_text()
+    ), flash and flash.inner_text()
     label = page.get_attribute('[data-sensor="sim-1"] svg.spark', "aria-label") or ""
     assert "6 giờ" in label
     text = page.inner_text("body")

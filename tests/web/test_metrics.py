@@ -3,6 +3,7 @@ down): parsed by prometheus_client's parser and checked by `promtool check metri
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -66,7 +67,24 @@ loop = true
     # Wait until the detector has run a few times and the link has failed once.
     running.wait_for(lambda: _sample(running, "edge_agent_detector_latency_seconds_count") >= 3)
     running.wait_for(lambda: _sample(running, "edge_agent_sync_connect_failures_total") >= 1)
+    # And until the outbox's writes to the device have been counted over more than a second.
+    running.wait_for(lambda: _has(running, "edge_agent_outbox_flash_wear_bytes_per_day"))
     return running
+
+
+def _has(agent: RunningAgent, name: str) -> bool:
+    text = agent.get("/metrics")[2].decode()
+    return any(s.name == name for f in text_string_to_metric_families(text) for s in f.samples)
+
+
+def _on_tmpfs(path: Path) -> bool:
+    """Whether `path` lies on a filesystem without a device (the kernel counts no writes)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mount, fstype, *_ = line.split()
+        if str(path.resolve()).startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+            best, kind = mount, fstype
+    return kind in ("tmpfs", "ramfs")
 
 
 def _sample(agent: RunningAgent, name: str) -> float:
@@ -77,7 +95,9 @@ def _sample(agent: RunningAgent, name: str) -> float:
     )
 
 
-def test_metrics_parse_and_pass_promtool(agent: RunningAgent, promtool: str) -> None:
+def test_metrics_parse_and_pass_promtool(
+    agent: RunningAgent, promtool: str, tmp_path: Path
+) -> None:
     status, headers, body = agent.get("/metrics")
     assert status == 200
     assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -99,6 +119,17 @@ def test_metrics_parse_and_pass_promtool(agent: RunningAgent, promtool: str) -> 
     assert sum(verdict.values()) == 1
     reasons = {s.labels["code"] for s in families["edge_agent_reason"].samples}
     assert "broker_unreachable" in reasons
+    written = families["edge_agent_outbox_disk_written_bytes"]
+    per_hour = families["edge_agent_outbox_disk_write_rate_bytes_per_hour"].samples[0].value
+    per_day = families["edge_agent_outbox_flash_wear_bytes_per_day"].samples[0].value
+    assert written.type == "counter" and per_day == pytest.approx(per_hour * 24)
+    if not _on_tmpfs(tmp_path):  # a real device: the outbox's WAL and checkpoints are counted
+        assert written.samples[0].value > 0 and per_hour > 0
+    outbox = json.loads(agent.get("/api/status")[2])["outbox"]
+    assert isinstance(outbox["disk_write_bytes_per_hour"], int)
+    assert outbox["flash_wear_gb_per_day"] == pytest.approx(
+        outbox["disk_write_bytes_per_hour"] * 24 / 1e9, abs=1e-3
+    )
     readings = families["edge_agent_sensor_readings"].samples
     assert readings[0].labels == {"sensor": "sim-1"} and readings[0].value > 0
 

@@ -313,6 +313,8 @@
     if (typeof h.cpu_percent === "number") rows.push([t("ui.cpu"), withUnit(h.cpu_percent, "%"), "cpu"]);
     if (typeof h.memory_used_percent === "number") rows.push([t("ui.memory"), withUnit(h.memory_used_percent, "%"), "memory"]);
     if (typeof h.disk_used_percent === "number") rows.push([t("ui.disk"), fill(t("ui.disk_value"), { used: h.disk_used_percent, free: h.disk_free_bytes }), "disk"]);
+    const perHour = (last.outbox || {}).disk_write_bytes_per_hour;
+    if (typeof perHour === "number") rows.push([t("ui.flash_writes"), fill(t("ui.flash_writes_value"), { per_hour: perHour, per_day: perHour * 24 }), "flash-writes"]);
     if (typeof h.temperature_c === "number") rows.push([t("ui.temperature"), withUnit(h.temperature_c, "Cel"), "temperature"]);
     if (typeof h.uptime_s === "number") rows.push([t("ui.uptime"), duration(h.uptime_s), "uptime"]);
     const synced = h.clock_synchronised;
