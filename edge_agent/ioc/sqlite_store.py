@@ -248,8 +248,12 @@ class _SqliteHoles:
     def declared(self, node: str, epoch: str) -> list[Range]:
         rows = self.conn.execute(
             "SELECT COALESCE(first_seq, 1), last_seq FROM declared_gaps"
-            " WHERE node = ? AND applies_to_epoch = ? AND last_seq IS NOT NULL",
-            (node, epoch),
+            " WHERE node = ? AND applies_to_epoch = ? AND last_seq IS NOT NULL"
+            # A new epoch opens with an alert and this gap (seqs F and F + 1), its seqs
+            # continuing above every seq the node used before: none below F is of this epoch.
+            " UNION ALL SELECT 1, seq - 2 FROM declared_gaps"
+            " WHERE node = ? AND epoch = ? AND applies_to_epoch <> epoch AND seq > 2",
+            (node, epoch, node, epoch),
         )
         return [(int(a), int(b)) for a, b in rows]
 

@@ -340,6 +340,62 @@ def test_a_new_epoch_is_a_new_sequence_and_a_late_declaration_closes_a_hole(
     assert query(open_store, "SELECT closed_by FROM holes") == [{"closed_by": "declared"}]
 
 
+def test_a_new_epoch_that_continues_the_seqs_has_no_hole_below_its_start(
+    open_store: Callable[[], Store],
+) -> None:
+    # The node lost its WAL tail: the new epoch opens at seq 10,001 (above every seq it
+    # reserved) with the alert and the lost gap, which bounds the old epoch's missing seqs.
+    old = LightNode("n1", epoch="e-old")
+    new = LightNode("n1", epoch="e-new")
+    alert = new.envelope(
+        10_001,
+        "alert",
+        {
+            "alert": "outbox_new_epoch",
+            "severity": "error",
+            "cause": "wal_tail",
+            "epoch": "e-new",
+            "previous_epoch": "e-old",
+            "previous_last_seq": 270,
+        },
+    )
+    gap = new.envelope(
+        10_002,
+        "gap",
+        {
+            "reason": "lost",
+            "cause": "wal_tail",
+            "previous_epoch": "e-old",
+            "previous_last_seq": 270,
+            "first_seq": 271,
+            "last_seq": 324,
+            "count": None,
+        },
+    )
+    t0 = time.time()
+    store = open_store()
+    try:
+        store.write([data(old, old.batch(list(range(1, 301))))], [], t0)
+        # The new epoch's readings arrive before its alerts (another receiver had them).
+        store.write([data(new, new.batch([10_003, 10_004, 10_006]))], [], t0)
+        before = store.scan_holes(t0, 0.0)
+        store.write([data(new, alert, "alert"), data(new, gap, "gap")], [], t0 + 1)
+        after = store.scan_holes(t0 + 1, 0.0)
+    finally:
+        store.close()
+    assert before.open == 2  # 1..10,002 and 10,005 of the new epoch, for now
+    assert (after.open, after.closed) == (1, 1)
+    reader = reader_for(open_store)
+    try:
+        holes = reader.holes("n1")
+    finally:
+        reader.close()
+    # Old seqs 301-324 may be missing and are declared; only 10,005 of the new epoch is a hole.
+    assert [(h["epoch"], h["first_seq"], h["last_seq"]) for h in holes] == [
+        ("e-new", 10_005, 10_005)
+    ]
+
+
 def test_ioc_nodes_prints_the_fleet_as_a_table_and_as_json(tmp_path: Path) -> None:
     from edge_agent.ioc.sqlite_store import SqliteStore
 
