@@ -266,13 +266,27 @@ class Receiver:
         return result
 
     def gaps(self, node: str) -> list[dict[str, Any]]:
-        rows = self._query("SELECT epoch, data FROM events WHERE node=? AND kind='gap'", (node,))
-        return [{"epoch": str(epoch), **json.loads(data)} for epoch, data in rows]
+        rows = self._query(
+            "SELECT epoch, seq, data FROM events WHERE node=? AND kind='gap'", (node,)
+        )
+        return [
+            {"epoch": str(epoch), "seq": int(seq), **json.loads(data)} for epoch, seq, data in rows
+        ]
 
     def times(self, node: str) -> list[tuple[int, float]]:
         """(seq, ts) of the node's stored events in seq order (ts: epoch seconds)."""
         rows = self._query("SELECT seq, ts FROM all_events WHERE node=? ORDER BY seq", (node,))
         return [(int(seq), parse_iso(str(ts))) for seq, ts in rows]
+
+    def reading_arrival(self, node: str, epoch: str, upto: int) -> list[int]:
+        """Seqs (at most `upto`) of the node's readings in the order they were stored; seqs
+        stored in one receiver commit share its time and sort by seq among themselves."""
+        rows = self._query(
+            "SELECT seq FROM readings WHERE node=? AND epoch=? AND seq<=?"
+            " ORDER BY received_at, seq",
+            (node, epoch, upto),
+        )
+        return [int(seq) for (seq,) in rows]
 
     def arrival(self, node: str) -> list[tuple[int, str]]:
         """(seq, kind) of the node's events other than readings, in the order they arrived."""
@@ -301,16 +315,24 @@ class Account:
 def _declared(gaps: list[dict[str, Any]], epoch: str, last: int) -> set[int]:
     lost: set[int] = set()
     for gap in gaps:
-        first, final = gap.get("first_seq"), gap.get("last_seq")
-        if gap.get("reason") == "corrupt":
-            # The old file is gone (moved aside): the node cannot say which rows it held, so
-            # the gap covers whatever of the previous epoch never arrived.
-            if gap.get("previous_epoch") == epoch:
-                lost |= set(range(1, last + 1))
+        applies = gap.get("previous_epoch") or gap["epoch"]
+        if applies != epoch:
             continue
-        if gap["epoch"] == epoch and isinstance(first, int) and isinstance(final, int):
-            lost |= set(range(first, final + 1))
+        first, final = gap.get("first_seq"), gap.get("last_seq")
+        if gap.get("reason") == "corrupt" or (gap.get("previous_epoch") and final is None):
+            # The old file is gone (moved aside) or nothing bounds the loss: the node cannot
+            # say which rows it held, so the gap covers whatever of that epoch never arrived.
+            lost |= set(range(1, last + 1))
+        elif isinstance(final, int):
+            lost |= set(range(first if isinstance(first, int) else 1, final + 1))
     return lost
+
+
+def _first_seq(gaps: list[dict[str, Any]], epoch: str) -> int:
+    """The epoch's first seq: a new epoch opens with its alert (F) and its gap (F + 1), its
+    seqs continuing above every seq the node used before."""
+    opening = [g["seq"] for g in gaps if g["epoch"] == epoch and g.get("previous_epoch")]
+    return max(1, min(opening) - 1) if opening else 1
 
 
 def pending_seqs(node: Node) -> set[int]:
@@ -319,7 +341,9 @@ def pending_seqs(node: Node) -> set[int]:
         return set()
     with contextlib.closing(sqlite3.connect(f"file:{node.outbox}?mode=ro", uri=True)) as conn:
         try:
-            return {int(row[0]) for row in conn.execute("SELECT seq FROM events")}
+            # A row holds the events of one read: seqs `seq`..`last_seq`.
+            rows = conn.execute("SELECT seq, last_seq FROM events").fetchall()
+            return {s for first, last in rows for s in range(int(first), int(last) + 1)}
         except sqlite3.OperationalError:
             return set()
 
@@ -357,7 +381,8 @@ def account(
         have = keys.get(epoch, set())
         declared += len(lost - have)
         waiting = pending if epoch == current else set()
-        missing[epoch] = sorted(set(range(1, last + 1)) - have - lost - waiting)
+        first = _first_seq(gaps, epoch)
+        missing[epoch] = sorted(set(range(first, last + 1)) - have - lost - waiting)
     return Account(
         node=node.name,
         committed=last_by_epoch,

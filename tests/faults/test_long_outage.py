@@ -4,6 +4,7 @@ to end, and the status page and the sensors keep answering while the backlog dra
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,10 @@ def test_a_long_outage_drains_in_bounded_memory_with_the_page_responsive(
         time.sleep(0.5)
     drain_s = time.monotonic() - healed
     sensors_during_drain = node.committed() - committed_before
+    # In order within its priority: the backlog (all readings) arrived oldest first.
+    arrived = receiver.reading_arrival(node.name, str(node.stats().get("epoch")), backlog)
+    out_of_order = sum(1 for a, b in itertools.pairwise(arrived) if b < a)
+    assert len(arrived) == backlog and out_of_order == 0, out_of_order
     acc = settle(node, receiver)
     receiver.stop()
     # The backlog is streamed in bounded batches, never loaded: memory stays flat.
@@ -78,6 +83,7 @@ def test_a_long_outage_drains_in_bounded_memory_with_the_page_responsive(
         stored=acc.stored,
         missing=0,
         drain_s=round(drain_s, 1),
+        out_of_order=out_of_order,
         drain_events_per_s=round(backlog / max(drain_s, 1e-6)),
         rss_start_mib=round(rss_start / MIB, 1),
         rss_peak_mib=round(rss_peak / MIB, 1),
