@@ -100,7 +100,7 @@ def test_the_agent_wires_the_derived_streams_before_the_sensors(tmp_path: Any) -
     agent = Agent(settings)
     names = [getattr(c, "name", type(c).__name__) for c in agent.components]
     assert names[:5] == ["outbox", "audit", "host", "derive", "station_export"]
-    assert all(n.startswith("sensor:") for n in names[4:])
+    assert all(n.startswith("sensor:") for n in names[5:])
     assert agent.taps == [agent.derive.offer, agent.station_export.offer]
     plain = Agent(Settings(paths={"state_dir": tmp_path}, cameras=[], mqtt={"enabled": False}))
     assert "derive" not in [getattr(c, "name", "") for c in plain.components] and not plain.taps
