@@ -16,6 +16,7 @@ import pytest
 
 from tests.faults.harness import Node, Receiver, account, report, settle, wait_until
 from tests.faults.proxy import FaultProxy
+from tests.outbox.helpers import drop_last_commits
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -136,4 +137,54 @@ def test_a_database_corrupted_during_traffic_is_declared_and_a_new_epoch_goes_on
         declared_lost=acc.declared,
         missing=0,
         quarantined=len(quarantined),
+    )
+
+
+def test_a_lost_wal_tail_after_a_kill_reaches_the_receiver_as_a_new_epoch_and_a_gap(
+    make_node: Callable[..., Node], receiver: Receiver, proxy: FaultProxy
+) -> None:
+    """What a power cut does to a WAL whose last frames never reached the disk: the agent is
+    killed, the last commits are cut off its WAL, and it starts again. The seqs it used
+    must never come back with other content: the receiver gets every new event under a new
+    epoch, and a gap for the old epoch's seqs that may be lost."""
+    node = make_node()
+    node.start()
+    wait_until(lambda: node.committed() > 200, "traffic")
+    proxy.cut()  # the last rows stay in the WAL, unacknowledged
+    before = node.committed()
+    wait_until(lambda: node.committed() > before + 300, "a backlog")
+    old_epoch = str(node.stats()["epoch"])
+    node.kill()
+    old_last = int(node.stats()["last_seq"])
+    drop_last_commits(node.outbox.with_name(node.outbox.name + "-wal"), 10)
+    kept = int(node.stats()["last_seq"])
+    assert kept < old_last, "cutting the WAL lost nothing: the test proves nothing"
+    node.start()
+    wait_until(lambda: node.stats().get("epoch") not in (None, old_epoch), "a new epoch")
+    proxy.heal()
+    settle(node, receiver)
+    receiver.stop()
+    new_epoch = str(node.stats()["epoch"])
+    (lost,) = [g for g in receiver.gaps(node.name) if g.get("reason") == "lost"]
+    assert (lost["previous_epoch"], lost["cause"], lost["epoch"]) == (
+        old_epoch,
+        "wal_tail",
+        new_epoch,
+    )
+    assert lost["previous_last_seq"] == kept
+    assert lost["first_seq"] <= kept + 1 and lost["last_seq"] >= old_last
+    # Every new event arrived under the new epoch, above every seq the old one used.
+    new_keys = receiver.keys(node.name)[new_epoch]
+    assert min(new_keys) > old_last
+    # And every seq of the old epoch the test saw committed is stored or declared.
+    acc = account(node, receiver, known={old_epoch: old_last})
+    assert acc.ok, acc
+    report(
+        "lost-wal-tail",
+        epochs=len(acc.committed),
+        committed=sum(acc.committed.values()),
+        stored=acc.stored,
+        declared_lost=acc.declared,
+        missing=0,
+        cut_seqs=old_last - kept,
     )
