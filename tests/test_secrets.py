@@ -5,9 +5,7 @@ API and page, /metrics, and every event it committed for the IOC."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import subprocess
 import threading
 import time
@@ -17,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from edge_agent.config import effective_config, load_settings
-from edge_agent.outbox.packing import unpack
+from edge_agent.outbox import OutboxReader
 from edge_agent.web.access import AccessCode
 from tests.conftest import AgentProcess, agent_command, agent_env, free_port
 
@@ -79,14 +77,8 @@ def logged_in(base: str) -> urllib.request.OpenerDirector:
 
 
 def committed_events(db: Path) -> str:
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        rows = conn.execute("SELECT seq, last_seq, payload FROM events").fetchall()
-    # A row holds the events of one read (seqs `seq`..`last_seq`), zstd-packed when several.
-    return "\n".join(
-        envelope.decode()
-        for first, last, payload in rows
-        for envelope in unpack(bytes(payload), int(last) - int(first) + 1)
-    )
+    with OutboxReader(db) as reader:
+        return "\n".join(row.payload.decode() for row in reader.export(0))
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 60.0) -> None:

@@ -128,6 +128,16 @@ class Store:
             upgraded="0002_packed_rows" in opened.applied and not fresh,
         )
         boot = self.boot()
+        if self.quarantined is not None and record is not None:
+            # The damaged file could not say whose it was or how far it went: the ledger
+            # beside it can (its epoch, and the last commit it marked in that epoch).
+            q = self.quarantined
+            marked = mark.seq if mark is not None and mark.epoch == record.epoch else None
+            self.quarantined = replace(
+                q,
+                previous_epoch=q.previous_epoch or record.epoch,
+                last_seq=q.last_seq if q.last_seq is not None else marked,
+            )
         if self.quarantined is None:
             self.loss = judge(record, mark, facts, ledger_existed=self._ledger.existed, boot=boot)
         try:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from edge_agent.errors import StorageError
+from edge_agent.outbox import OutboxReader
 from tests.camera.conftest import RtspServer
 from tests.conftest import agent_command, agent_env
 from tests.sync.schema import validate
@@ -24,16 +26,15 @@ pytestmark = pytest.mark.slow
 
 
 def outbox_events(db: Path) -> list[dict[str, Any]]:
+    """Every pending event in the agent's outbox, read as the CLI reads it (a read's
+    readings share one packed row)."""
     if not db.exists():
         return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        rows = conn.execute("SELECT payload FROM events ORDER BY seq").fetchall()
-    except sqlite3.OperationalError:  # the agent has not created the table yet
+        with OutboxReader(db) as reader:
+            return [json.loads(row.payload) for row in reader.export(0)]
+    except (StorageError, sqlite3.OperationalError):  # the agent is creating the file
         return []
-    finally:
-        conn.close()
-    return [json.loads(row[0]) for row in rows]
 
 
 def wait_until(

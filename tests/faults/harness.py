@@ -278,16 +278,6 @@ class Receiver:
         rows = self._query("SELECT seq, ts FROM all_events WHERE node=? ORDER BY seq", (node,))
         return [(int(seq), parse_iso(str(ts))) for seq, ts in rows]
 
-    def reading_arrival(self, node: str, epoch: str, upto: int) -> list[int]:
-        """Seqs (at most `upto`) of the node's readings in the order they were stored; seqs
-        stored in one receiver commit share its time and sort by seq among themselves."""
-        rows = self._query(
-            "SELECT seq FROM readings WHERE node=? AND epoch=? AND seq<=?"
-            " ORDER BY received_at, seq",
-            (node, epoch, upto),
-        )
-        return [int(seq) for (seq,) in rows]
-
     def arrival(self, node: str) -> list[tuple[int, str]]:
         """(seq, kind) of the node's events other than readings, in the order they arrived."""
         rows = self._query(

@@ -127,14 +127,18 @@ type = "float32"
     (gap,) = gaps()
     start, end = parse_iso(str(gap["from"])), parse_iso(str(gap["to"]))
     assert start < end and float(gap["duration_s"]) == pytest.approx(end - start, abs=0.01)
-    # The gap covers the time the device was unplugged: from its last reading before, to
-    # its first one after.
-    assert start <= unplugged + 0.05 and end >= replugged - 0.05, (gap, unplugged, replugged)
+    # The gap is the time the device was gone: from its first failed read after it was
+    # unplugged to the first reading after it was plugged back in.
+    assert unplugged - 0.05 <= start < replugged <= end + 0.05, (gap, unplugged, replugged)
     for data in events:
         validate("sensor", data)
-    # Readings went on after the gap: the newest reading at the receiver is after its end.
+    # No reading inside the gap, and readings again from its end on.
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        (last,) = conn.execute(
-            "SELECT max(ts) FROM readings WHERE node = 'node-mb' AND sensor = 'mb-1'"
-        ).fetchone()
-    assert last is not None and parse_iso(str(last)) >= end
+        times = [
+            parse_iso(str(ts))
+            for (ts,) in conn.execute(
+                "SELECT ts FROM readings WHERE node = 'node-mb' AND sensor = 'mb-1'"
+            )
+        ]
+    assert not [t for t in times if start < t < end]
+    assert max(times) >= end

@@ -54,6 +54,19 @@ def _fill(directory: Path, leave: int) -> Path:
     return filler
 
 
+def assert_evicted_with_gaps(path: Path, committed: list[int], alert: int) -> None:
+    """The file is sound, the alert kept, and every committed row is there or counted in a
+    `disk_full` gap."""
+    assert integrity(path) == "ok"
+    rows = rows_in(path)
+    assert alert in rows
+    gaps = [env["data"] for _, kind, env in rows.values() if kind == "gap"]
+    assert gaps and {g["reason"] for g in gaps} == {"disk_full"}
+    for seq in committed:
+        assert seq in rows or gap_covers(gaps, seq), f"row {seq} lost without a gap"
+    assert sum(g["count"] for g in gaps) == len([s for s in committed if s not in rows])
+
+
 @pytest.mark.asyncio
 async def test_disk_full_degrades_and_recovers(tmp_path: Path) -> None:
     state = tmp_path / "state"
@@ -119,14 +132,7 @@ async def test_disk_full_degrades_and_recovers(tmp_path: Path) -> None:
                     )
                 assert outbox.health.state is State.OK
 
-        assert integrity(path) == "ok"
-        rows = rows_in(path)
-        assert alert in rows
-        gaps = [env["data"] for _, kind, env in rows.values() if kind == "gap"]
-        assert gaps and {g["reason"] for g in gaps} == {"disk_full"}
-        for seq in committed:
-            assert seq in rows or gap_covers(gaps, seq), f"row {seq} lost without a gap"
-        assert sum(g["count"] for g in gaps) == len([s for s in committed if s not in rows])
+        assert_evicted_with_gaps(path, committed, alert)
 
 
 @pytest.mark.asyncio
@@ -175,14 +181,7 @@ async def test_a_full_disk_without_a_reserve_still_evicts_and_reports(
             assert outbox.health.state is State.DEGRADED
             assert outbox.health.detail.startswith("disk full"), outbox.health.detail
             alert = await outbox.put(Kind.ALERT, {"a": 1}, stream="a")
-        assert integrity(path) == "ok"
-        rows = rows_in(path)
-        assert alert in rows
-        gaps = [env["data"] for _, kind, env in rows.values() if kind == "gap"]
-        assert gaps and {g["reason"] for g in gaps} == {"disk_full"}
-        for seq in committed:
-            assert seq in rows or gap_covers(gaps, seq), f"row {seq} lost without a gap"
-        assert sum(g["count"] for g in gaps) == len([s for s in committed if s not in rows])
+        assert_evicted_with_gaps(path, committed, alert)
 
 
 @pytest.mark.asyncio

@@ -5,11 +5,9 @@ secrets, gzip, and the header and body deadlines."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import socket
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import pytest
 import pytest_asyncio
 from jsonschema import Draft202012Validator
 
+from edge_agent.outbox import OutboxReader
 from tests.conftest import REPO, free_port, stop_process
 from tests.web.conftest import ACCESS_CODE, RunningAgent, launch_agent
 
@@ -268,9 +267,9 @@ async def test_wrong_codes_are_rate_limited_per_client_and_audited(
     assert "audit: login_failed rate_limited from 127.0.0.1" in log
     assert ACCESS_CODE not in log and "not-the-code" not in log
     # For the province's security centre: audit events committed for the IOC.
-    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "outbox.sqlite3")) as db:
-        rows = db.execute("SELECT payload FROM events WHERE kind = 'audit'").fetchall()
-    audits = {(e["data"]["event"], e["data"]["code"]) for e in (json.loads(r[0]) for r in rows)}
+    with OutboxReader(tmp_path / "state" / "outbox.sqlite3") as reader:
+        events = [json.loads(row.payload) for row in reader.export(0)]
+    audits = {(e["data"]["event"], e["data"]["code"]) for e in events if e["kind"] == "audit"}
     assert {("login_failed", "wrong_code"), ("login_rate_limited", "rate_limited")} <= audits
     assert {("login_failed", "cross_origin")} <= audits
 
