@@ -296,6 +296,7 @@ class Account:
     stored: int
     declared: int  # seqs a gap declares lost
     missing: dict[str, list[int]]  # epoch -> seqs neither stored nor declared
+    sent: int = 0  # events committed, all epochs (a new epoch's seqs start above the old)
 
     @property
     def ok(self) -> bool:
@@ -366,12 +367,14 @@ def account(
         last_by_epoch[epoch] = max(last_by_epoch.get(epoch, 0), last)
     missing: dict[str, list[int]] = {}
     declared = 0
+    sent = 0
     for epoch, last in last_by_epoch.items():
         lost = _declared(gaps, epoch, last)
         have = keys.get(epoch, set())
         declared += len(lost - have)
         waiting = pending if epoch == current else set()
         first = _first_seq(gaps, epoch)
+        sent += max(0, last - first + 1)
         missing[epoch] = sorted(set(range(first, last + 1)) - have - lost - waiting)
     return Account(
         node=node.name,
@@ -379,6 +382,7 @@ def account(
         stored=sum(len(s) for s in keys.values()),
         declared=declared,
         missing=missing,
+        sent=sent,
     )
 
 

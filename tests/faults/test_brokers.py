@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI, AgentProcess, free_port, stop_process, wait_for_port
-from tests.faults.harness import Node, Receiver, report, settle, wait_until
+from tests.faults.harness import Node, Receiver, report, scale, settle, wait_until
 from tests.faults.proxy import FaultProxy
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(scale(900, 7200))]
 
 RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
@@ -206,7 +206,7 @@ def test_live_outage_and_kills_against_another_broker(
     report(
         f"broker-{other.name}",
         protocol="3.1.1",
-        committed=sum(acc.committed.values()),
+        committed=acc.sent,
         stored=acc.stored,
         duplicates=summary.get("duplicates"),
         declared_lost=acc.declared,

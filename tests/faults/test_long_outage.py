@@ -83,7 +83,7 @@ def test_a_long_outage_drains_in_bounded_memory_with_the_page_responsive(
     report(
         "long-outage",
         backlog=backlog,
-        committed=sum(acc.committed.values()),
+        committed=acc.sent,
         stored=acc.stored,
         missing=0,
         drain_s=round(drain_s, 1),

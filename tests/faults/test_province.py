@@ -16,7 +16,7 @@ from tests.conftest import AgentProcess, agent_env
 from tests.faults.harness import Node, Receiver, report, scale, settle, wait_until
 from tests.faults.proxy import FaultProxy
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(scale(1800, 7200))]
 
 LIGHT = Path(__file__).with_name("light_nodes.py")
 BYTES_PER_S = 1_000  # each node's rate_bytes_per_s, messages uncapped
