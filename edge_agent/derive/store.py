@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.errors import StorageError
+from edge_agent.sqlite import atomic
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +94,8 @@ class DeriveStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, atomic(self._conn) as conn:
+            yield conn
 
     def load(self) -> Saved:
         try:

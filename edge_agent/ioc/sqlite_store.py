@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from edge_agent.ioc.holes import Range, SequenceState, TrackedHole
 from edge_agent.ioc.intake import DataMessage, StatusMessage
 from edge_agent.ioc.sqlite_schema import MIGRATIONS
 from edge_agent.ioc.store import HoleReport, WriteResult, normal_time, status_row, summarize
+from edge_agent.sqlite import atomic
 
 INSERT_READINGS = "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_EVENTS = "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -71,19 +71,6 @@ ON CONFLICT (node) DO UPDATE SET
                        ELSE excluded.state_since END,
     state = excluded.state, status_ts = excluded.status_ts
 """
-
-
-@contextlib.contextmanager
-def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction that rolls back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:

@@ -31,11 +31,11 @@ from edge_agent.outbox.rows import NewEvent, OutboxRow, StoredRow
 from edge_agent.outbox.schema import (
     FileSettings,
     Quarantined,
-    atomic,
     open_database,
     open_reader,
 )
 from edge_agent.outbox.totals import Totals
+from edge_agent.sqlite import atomic
 
 log = logging.getLogger(__name__)
 
