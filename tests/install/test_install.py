@@ -80,7 +80,8 @@ def test_staged_tree_has_the_expected_files_owners_and_modes(staged: Staged) -> 
     assert [s.kind for s in settings.sensors] == ["system"]
     assert settings.cameras == []
 
-    for line in ("service:", "status page: http://127.0.0.1:8080/", "journalctl -u edge-agent"):
+    page = f"status page: http://127.0.0.1:{settings.web.port}/"  # the installed config's port
+    for line in ("service:", page, "journalctl -u edge-agent"):
         assert line in staged.output, staged.output
 
 

@@ -137,7 +137,7 @@ def test_edit_config_keeps_comments_and_raises_config_errors(tmp_path: Path) -> 
     from edge_agent.errors import ConfigError
 
     path = tmp_path / "edge-agent.toml"
-    original = "# installed 2026-11-02 by Minh\n[mqtt]\nport = 1883  # provincial broker\n"
+    original = "# installed 2026-11-02 by Minh\n[mqtt]\nport = 1884  # provincial broker\n"
     path.write_text(original)
     settings = edit_config(path, {"mqtt.port": 8883, "web.port": 0})
     assert settings.mqtt.port == 8883 and settings.web.port == 0
