@@ -38,6 +38,7 @@ from edge_agent.sync.values import (
     Refused,
     Unreachable,
     Will,
+    certificate_problem,
     tls_context,
 )
 
@@ -289,23 +290,31 @@ class Link:
             ) from None
         except ssl.SSLError as exc:
             self._close("TLS failed")
-            raise SyncError(f"TLS handshake with {o.host}:{o.port} failed: {exc}") from exc
+            why = f"TLS handshake with {o.host}:{o.port} failed: {exc}"
+            raise SyncError(self._explained(why)) from exc
         except OSError as exc:
             self._close("connect failed")
-            raise Unreachable(f"cannot connect to {o.host}:{o.port}: {exc}") from exc
+            why = f"cannot connect to {o.host}:{o.port}: {exc}"
+            if isinstance(exc, ConnectionResetError | BrokenPipeError):
+                why = self._explained(why)  # dropped by a broker that read our certificate
+            raise Unreachable(why) from exc
         except BaseException:
             self._close("connect abandoned")
             raise
         if not self._connected.done():
             # The broker took the connection and closed it (a refused client certificate
             # under TLS 1.3 looks like this): reachable, so not worth probing for.
-            raise SyncError(
-                f"connection to {o.host}:{o.port} closed: {self.closed.result().reason}"
-            )
+            why = f"connection to {o.host}:{o.port} closed: {self.closed.result().reason}"
+            raise SyncError(self._explained(why))
         if self._connected.exception() is not None:
             self._close("refused by the broker")
         self.session_present = self._connected.result()
         return self
+
+    def _explained(self, why: str) -> str:
+        """`why`, with what the node's certificate files say is wrong with them."""
+        problem = certificate_problem(self.options) if self.options.tls else None
+        return f"{why}; {problem}" if problem else why
 
     async def __aexit__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import ssl
 from dataclasses import dataclass
@@ -108,6 +109,50 @@ def tls_context(options: LinkOptions) -> ssl.SSLContext:
         raise SyncError(f"cannot load TLS files for the broker link: {exc}") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def certificate_problem(options: LinkOptions, now: dt.datetime | None = None) -> str | None:
+    """What is wrong with the node's own certificate, read from its files, or None.
+
+    Under TLS 1.3 the broker checks the client certificate after the client has finished
+    its half of the handshake, so its alert ("certificate expired", "unknown ca") races the
+    client's first write: the client may see only a closed connection. The files tell the
+    technician the cause either way."""
+    if options.cert_file is None:
+        return None
+    # Imported here: a node without TLS problems never loads cryptography (its RSS).
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        certificate = x509.load_pem_x509_certificate(options.cert_file.read_bytes())
+    except (OSError, ValueError):
+        return None  # tls_context() already said why the files cannot be used
+    now = now or dt.datetime.now(dt.UTC)
+    until, since = certificate.not_valid_after_utc, certificate.not_valid_before_utc
+    if now > until:
+        return f"the node certificate {options.cert_file} expired on {until:%Y-%m-%d %H:%M} UTC"
+    if now < since:
+        return (
+            f"the node certificate {options.cert_file} is valid only from "
+            f"{since:%Y-%m-%d %H:%M} UTC: check the node's clock"
+        )
+    if options.ca_file is None:
+        return None
+    try:
+        authorities = x509.load_pem_x509_certificates(options.ca_file.read_bytes())
+    except (OSError, ValueError):
+        return None
+    for authority in authorities:
+        try:
+            certificate.verify_directly_issued_by(authority)
+            return None
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    return (
+        f"the node certificate {options.cert_file} was not issued by the CA in "
+        f"{options.ca_file}; a broker that trusts only that CA refuses it (unknown CA)"
+    )
 
 
 def credential_path(path: Path | None) -> Path | None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import re
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from edge_agent.errors import SyncError
 from edge_agent.health import State
 from edge_agent.sync.link import Link, LinkOptions, Message
+from edge_agent.sync.values import certificate_problem
 from tests.conftest import REPO, Broker
 from tests.sync.conftest import (
     DISTRICT,
@@ -27,10 +31,10 @@ from tests.sync.conftest import (
 from tests.sync.pki import Authority, mtls_broker_config
 
 
-def tls_options(broker: Broker, ca: Authority, cert: Path, key: Path, cid: str) -> LinkOptions:
+def tls_options(port: int, ca: Authority, cert: Path, key: Path, cid: str) -> LinkOptions:
     return LinkOptions(
         host="127.0.0.1",
-        port=broker.port,
+        port=port,
         client_id=cid,
         tls=True,
         ca_file=ca.ca_file,
@@ -62,14 +66,74 @@ async def test_mtls_valid_expired_and_foreign_certificates(
     expired = ca.issue(NODE, expired=True)
     foreign = Authority(tmp_path / "other", name="other-ca").issue(NODE)
 
-    async with Link(tls_options(broker, ca, *good, "good")) as link:
+    async with Link(tls_options(broker.port, ca, *good, "good")) as link:
         await link.publish(f"{PREFIX}/{DISTRICT}/{NODE}/data/x", b"{}")
 
     for cert, reason in ((expired, "expired"), (foreign, "unknown ca")):
         with pytest.raises(SyncError) as refused:
-            async with Link(tls_options(broker, ca, *cert, "bad")):
+            async with Link(tls_options(broker.port, ca, *cert, "bad")):
                 pass
         assert reason in str(refused.value).lower(), str(refused.value)
+
+
+@pytest.mark.asyncio
+async def test_a_broker_that_only_closes_is_explained_from_the_certificate_files(
+    ca: Authority, tmp_path: Path
+) -> None:
+    # Under TLS 1.3 a broker refuses a client certificate after the client's half of the
+    # handshake, and its alert races the client's CONNECT: the client may see only a closed
+    # connection. This peer always does that, so the link must read the cause from its files.
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(*map(str, ca.issue("broker", server=True)))
+    connects: list[bytes] = []
+
+    async def close_after_connect(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connects.append(await reader.read(1))  # the CONNECT is in: the TLS session worked
+        writer.close()
+
+    peer = await asyncio.start_server(close_after_connect, "127.0.0.1", 0, ssl=server)
+    port = peer.sockets[0].getsockname()[1]
+    foreign = Authority(tmp_path / "other", name="other-ca").issue(NODE)
+    async with peer:
+        found = {}
+        for name, cert in (
+            ("good", ca.issue(NODE)),
+            ("expired", ca.issue(NODE, expired=True)),
+            ("foreign", foreign),
+        ):
+            with pytest.raises(SyncError) as closed:
+                async with Link(tls_options(port, ca, *cert, name)):
+                    pass
+            found[name] = str(closed.value)
+    assert connects == [b"\x10"] * 3  # three MQTT CONNECTs over TLS
+    assert all(f"127.0.0.1:{port} closed" in text for text in found.values()), found
+    assert "certificate" not in found["good"], found["good"]
+    assert "expired on" in found["expired"], found["expired"]
+    assert "unknown ca" in found["foreign"].lower(), found["foreign"]
+
+
+def test_certificate_problem_names_the_window_and_the_issuer(ca: Authority, tmp_path: Path) -> None:
+    good = ca.issue(NODE)
+    options = LinkOptions(
+        host="127.0.0.1",
+        port=1,
+        client_id="x",
+        tls=True,
+        ca_file=ca.ca_file,
+        cert_file=good[0],
+        key_file=good[1],
+    )
+    assert certificate_problem(options) is None
+    early = certificate_problem(options, dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    assert early is not None and "valid only from" in early and "clock" in early
+    late = certificate_problem(options, dt.datetime.now(dt.UTC) + dt.timedelta(days=8))
+    assert late is not None and "expired on" in late
+    other = Authority(tmp_path / "other", name="other-ca")
+    stranger = dataclasses.replace(options, ca_file=other.ca_file)
+    assert "unknown CA" in (certificate_problem(stranger) or "")
+    assert certificate_problem(dataclasses.replace(options, cert_file=None)) is None
 
 
 @pytest.mark.asyncio
@@ -108,7 +172,8 @@ async def test_documented_acl_keeps_nodes_apart(
         links = {
             who: await stack.enter_async_context(
                 Link(
-                    tls_options(broker, ca, *ca.issue(cn), f"c-{who}"), on_message=seen[who].append
+                    tls_options(broker.port, ca, *ca.issue(cn), f"c-{who}"),
+                    on_message=seen[who].append,
                 )
             )
             for who, cn in (("a", "node-a"), ("b", "node-b"), ("ioc", "ioc"))
@@ -127,7 +192,7 @@ async def test_documented_acl_keeps_nodes_apart(
             # A second connection of A: mosquitto 2.0 may drop a TLS client whose publish it
             # refused (MQTT 5 PUBACK 0x87), which is fine, but it must not end the first one.
             with contextlib.suppress(SyncError):
-                async with Link(tls_options(broker, ca, *a_cert, "c-a-forger")) as forger:
+                async with Link(tls_options(broker.port, ca, *a_cert, "c-a-forger")) as forger:
                     await forger.publish(topic, b"forged")
         # Commands for B reach B only.
         await links["ioc"].publish(f"{base_b}/cmd/ping", b"for-b")
@@ -164,7 +229,7 @@ def test_relative_tls_paths_are_systemd_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edge_agent.config import MqttConfig
-    from edge_agent.sync.component import link_options
+    from edge_agent.sync.values import link_options
 
     (tmp_path / "node.key").write_text("key")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
