@@ -294,10 +294,7 @@ class Link:
             raise SyncError(self._explained(why)) from exc
         except OSError as exc:
             self._close("connect failed")
-            why = f"cannot connect to {o.host}:{o.port}: {exc}"
-            if isinstance(exc, ConnectionResetError | BrokenPipeError):
-                why = self._explained(why)  # dropped by a broker that read our certificate
-            raise Unreachable(why) from exc
+            raise Unreachable(f"cannot connect to {o.host}:{o.port}: {exc}") from exc
         except BaseException:
             self._close("connect abandoned")
             raise
